@@ -16,8 +16,8 @@ lalrpop_mod!(
 );
 
 use ast::{FileId, PacketQuery};
-use lexer::{LexError, Lexer, SpannedLexError, Tok};
 use lalrpop_util::ParseError;
+use lexer::{LexError, Lexer, SpannedLexError, Tok};
 
 /// A syntax error: where, and what was expected there, in words.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +145,9 @@ fn collect_errors(
         .collect::<Vec<_>>();
     for e in all {
         let pos = match &e {
-            ParseError::UnrecognizedToken { token: (l, _, _), .. } => Some(*l),
+            ParseError::UnrecognizedToken {
+                token: (l, _, _), ..
+            } => Some(*l),
             _ => None,
         };
         let prev = pos.and_then(|p| prev_token_end(src, p));
@@ -215,7 +217,10 @@ pub fn parse_file(src: &str, file: FileId) -> (ast::File, Vec<SyntaxError>) {
     let (mut ast, mut errors) = run_file_parser(src, file, &toks, &semis);
     for _ in 0..64 {
         let floor = semis.last().map(|&i| tok_start(&toks[i])).unwrap_or(0);
-        let Some(first) = errors.iter().find(|e| e.start >= floor && !matches!(e.kind, SyntaxErrorKind::Lex(_))) else {
+        let Some(first) = errors
+            .iter()
+            .find(|e| e.start >= floor && !matches!(e.kind, SyntaxErrorKind::Lex(_)))
+        else {
             break;
         };
         // the last line break between two tokens at or before the error token
@@ -224,7 +229,8 @@ pub fn parse_file(src: &str, file: FileId) -> (ast::File, Vec<SyntaxError>) {
             if tok_start(&toks[i]) > first.start {
                 break;
             }
-            let gap = &src[tok_end(&toks[i - 1]).min(src.len())..tok_start(&toks[i]).min(src.len())];
+            let gap =
+                &src[tok_end(&toks[i - 1]).min(src.len())..tok_start(&toks[i]).min(src.len())];
             let prev_is_closer = matches!(
                 &toks[i - 1],
                 Ok((_, Tok::Semi | Tok::LBrace | Tok::RBrace | Tok::Comma, _))
@@ -241,7 +247,9 @@ pub fn parse_file(src: &str, file: FileId) -> (ast::File, Vec<SyntaxError>) {
         trial.push(b);
         trial.sort_unstable();
         let (t_ast, t_errors) = run_file_parser(src, file, &toks, &trial);
-        let still = t_errors.iter().any(|e| e.start <= first.start && e.start >= floor);
+        let still = t_errors
+            .iter()
+            .any(|e| e.start <= first.start && e.start >= floor);
         if still {
             break;
         }
@@ -295,14 +303,18 @@ mod tests {
                 mark set 0x1;
             } }",
         );
-        let Item::Table(t) = &f.items[0] else { panic!() };
+        let Item::Table(t) = &f.items[0] else {
+            panic!()
+        };
         let c = &t.chains[0];
         assert_eq!(c.name.name, "input");
         assert_eq!(c.policy.unwrap().0, PolicyKind::Drop);
         assert_eq!(c.rules.len(), 5);
         assert!(c.rules[2].matches[0].negated);
         assert_eq!(c.rules[2].stmts.len(), 2);
-        let StmtKind::Vmap { arms, .. } = &c.rules[3].stmts[0].kind else { panic!() };
+        let StmtKind::Vmap { arms, .. } = &c.rules[3].stmts[0].kind else {
+            panic!()
+        };
         assert_eq!(arms.len(), 2);
         assert!(matches!(c.rules[4].stmts[0].kind, StmtKind::MarkSet(_)));
     }
@@ -314,13 +326,17 @@ mod tests {
             FileId(0),
         );
         assert_eq!(errs.len(), 2, "{errs:?}");
-        let Item::Table(t) = &f.items[0] else { panic!() };
+        let Item::Table(t) = &f.items[0] else {
+            panic!()
+        };
         // the rule missing its `;` is kept, the broken one is skipped
         assert_eq!(t.chains[0].rules.len(), 3, "{:?}", t.chains[0].rules);
         assert_eq!(errs[0].kind, SyntaxErrorKind::MissingSemi { before: 51 });
         assert_eq!(errs[0].start, 49);
         match &errs[1].kind {
-            SyntaxErrorKind::Unexpected { found, expected, .. } => {
+            SyntaxErrorKind::Unexpected {
+                found, expected, ..
+            } => {
                 assert_eq!(found, "`accept`");
                 assert!(expected.contains(&"an address".to_string()), "{expected:?}");
             }

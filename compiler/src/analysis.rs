@@ -1,0 +1,474 @@
+//! Rule-space analyses over the IR: unreachable rules (FW0100) and rules shadowed by an
+//! earlier rule (FW0101).
+//!
+//! Each rule's match set is a box: per numeric field an interval set, per interface direction
+//! a list of name constraints, a conntrack-state bit set and a TCP-flags bit set. A later rule
+//! R is shadowed by an earlier rule E when E ends the chain (a terminating statement, no
+//! `limit`/`statistic`) and R's box lies inside E's. Candidates E are found through an index
+//! keyed by E's (source prefix, destination prefix) pair, the tuple-space idea, so large
+//! chains are not compared pairwise.
+
+use crate::diag::Diagnostic;
+use crate::ir::*;
+use fwc_grammar::ast::{FileId, Span};
+use std::collections::{HashMap, HashSet};
+
+/// Sorted, disjoint, inclusive intervals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntervalSet(pub Vec<(u32, u32)>);
+
+impl IntervalSet {
+    pub fn full(max: u32) -> IntervalSet {
+        IntervalSet(vec![(0, max)])
+    }
+
+    pub fn from_elems(elems: &[Elem]) -> IntervalSet {
+        let mut v: Vec<(u32, u32)> = elems.iter().map(|e| e.bounds()).collect();
+        v.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+        for (lo, hi) in v {
+            match out.last_mut() {
+                Some((_, h)) if lo <= h.saturating_add(1) => *h = (*h).max(hi),
+                _ => out.push((lo, hi)),
+            }
+        }
+        IntervalSet(out)
+    }
+
+    pub fn complement(&self, max: u32) -> IntervalSet {
+        let mut out = Vec::new();
+        let mut next: u64 = 0;
+        for &(lo, hi) in &self.0 {
+            if u64::from(lo) > next {
+                out.push((next as u32, lo - 1));
+            }
+            next = u64::from(hi) + 1;
+        }
+        if next <= u64::from(max) {
+            out.push((next as u32, max));
+        }
+        IntervalSet(out)
+    }
+
+    pub fn intersect(&self, o: &IntervalSet) -> IntervalSet {
+        let (mut i, mut j) = (0, 0);
+        let mut out = Vec::new();
+        while i < self.0.len() && j < o.0.len() {
+            let (a0, a1) = self.0[i];
+            let (b0, b1) = o.0[j];
+            let lo = a0.max(b0);
+            let hi = a1.min(b1);
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if a1 < b1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        IntervalSet(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Is every point of `self` in `o`?
+    pub fn is_subset(&self, o: &IntervalSet) -> bool {
+        let mut j = 0;
+        for &(lo, hi) in &self.0 {
+            while j < o.0.len() && o.0[j].1 < lo {
+                j += 1;
+            }
+            match o.0.get(j) {
+                Some(&(b0, b1)) if b0 <= lo && hi <= b1 => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    pub fn hull(&self) -> Option<(u32, u32)> {
+        Some((self.0.first()?.0, self.0.last()?.1))
+    }
+}
+
+const FIELDS: [Field; 7] = [
+    Field::Saddr,
+    Field::Daddr,
+    Field::Proto,
+    Field::Sport,
+    Field::Dport,
+    Field::IcmpType,
+    Field::Mark,
+];
+
+fn field_index(f: Field) -> usize {
+    FIELDS.iter().position(|x| *x == f).unwrap_or(0)
+}
+
+/// One interface constraint: in `names` (or not, when `neg`).
+#[derive(Debug, Clone)]
+struct NameCons {
+    neg: bool,
+    names: Vec<IfName>,
+}
+
+fn pat_covers(e: &IfName, r: &IfName) -> bool {
+    match (e.wildcard, r.wildcard) {
+        (false, false) => e.name == r.name,
+        (true, false) => r.name.starts_with(&e.name),
+        (true, true) => r.name.starts_with(&e.name),
+        (false, true) => false,
+    }
+}
+
+fn pat_overlap(a: &IfName, b: &IfName) -> bool {
+    pat_covers(a, b)
+        || pat_covers(b, a)
+        || (a.wildcard
+            && b.wildcard
+            && (a.name.starts_with(&b.name) || b.name.starts_with(&a.name)))
+}
+
+/// Is every interface allowed by `r` allowed by `e`? (conservative: false when unsure)
+fn name_subset(r: &NameCons, e: &NameCons) -> bool {
+    match (r.neg, e.neg) {
+        (false, false) => r
+            .names
+            .iter()
+            .all(|rn| e.names.iter().any(|en| pat_covers(en, rn))),
+        (false, true) => r
+            .names
+            .iter()
+            .all(|rn| !e.names.iter().any(|en| pat_overlap(en, rn))),
+        (true, false) => false,
+        (true, true) => e
+            .names
+            .iter()
+            .all(|en| r.names.iter().any(|rn| pat_covers(rn, en))),
+    }
+}
+
+/// The match set of a rule.
+#[derive(Debug, Clone)]
+pub struct RuleBox {
+    num: [Option<IntervalSet>; 7],
+    iif: Vec<NameCons>,
+    oif: Vec<NameCons>,
+    ct: u8,
+    flags: [u64; 4],
+    stateful: bool,
+    empty: bool,
+}
+
+fn flag_bits(neg: bool, mask: u8, value: u8) -> [u64; 4] {
+    let mut b = [0u64; 4];
+    for f in 0..=255u8 {
+        if (f & mask == value) != neg {
+            b[(f >> 6) as usize] |= 1 << (f & 63);
+        }
+    }
+    b
+}
+
+impl RuleBox {
+    pub fn of(r: &Rule) -> RuleBox {
+        let mut b = RuleBox {
+            num: Default::default(),
+            iif: vec![],
+            oif: vec![],
+            ct: ct::ALL,
+            flags: [u64::MAX; 4],
+            stateful: false,
+            empty: false,
+        };
+        for p in &r.preds {
+            match p {
+                Pred::Field { field, neg, op } => {
+                    let mut s = IntervalSet::from_elems(op.elems());
+                    if *neg {
+                        s = s.complement(field.max_value());
+                    }
+                    let i = field_index(*field);
+                    let cur = b.num[i]
+                        .take()
+                        .unwrap_or_else(|| IntervalSet::full(field.max_value()));
+                    let s = cur.intersect(&s);
+                    if s.is_empty() {
+                        b.empty = true;
+                    }
+                    b.num[i] = Some(s);
+                }
+                Pred::Iface { dir, neg, names } => {
+                    let c = NameCons {
+                        neg: *neg,
+                        names: names.clone(),
+                    };
+                    match dir {
+                        IfDir::In => b.iif.push(c),
+                        IfDir::Out => b.oif.push(c),
+                    }
+                }
+                Pred::CtState { neg, mask } => {
+                    b.ct &= if *neg { ct::ALL & !mask } else { *mask };
+                    if b.ct == 0 {
+                        b.empty = true;
+                    }
+                }
+                Pred::TcpFlags { neg, mask, value } => {
+                    let f = flag_bits(*neg, *mask, *value);
+                    for (x, y) in b.flags.iter_mut().zip(f) {
+                        *x &= y;
+                    }
+                    if b.flags == [0; 4] {
+                        b.empty = true;
+                    }
+                }
+                Pred::Statistic { .. } | Pred::Limit { .. } => b.stateful = true,
+            }
+        }
+        b
+    }
+
+    /// Does the rule match every packet?
+    pub fn is_universal(&self) -> bool {
+        !self.stateful
+            && self.num.iter().enumerate().all(|(i, s)| match s {
+                None => true,
+                Some(s) => *s == IntervalSet::full(FIELDS[i].max_value()),
+            })
+            && self.iif.is_empty()
+            && self.oif.is_empty()
+            && self.ct == ct::ALL
+            && self.flags == [u64::MAX; 4]
+    }
+
+    /// Is every packet `self` matches also matched by `e` (ignoring `self`'s stateful parts)?
+    pub fn within(&self, e: &RuleBox) -> bool {
+        if e.stateful {
+            return false;
+        }
+        for i in 0..7 {
+            if let Some(es) = &e.num[i] {
+                let full = IntervalSet::full(FIELDS[i].max_value());
+                let rs = self.num[i].as_ref().unwrap_or(&full);
+                if !rs.is_subset(es) {
+                    return false;
+                }
+            }
+        }
+        for (rc, ec) in [(&self.iif, &e.iif), (&self.oif, &e.oif)] {
+            for c in ec {
+                if !rc.iter().any(|r| name_subset(r, c)) {
+                    return false;
+                }
+            }
+        }
+        if self.ct & !e.ct != 0 {
+            return false;
+        }
+        self.flags
+            .iter()
+            .zip(e.flags.iter())
+            .all(|(r, e)| r & !e == 0)
+    }
+}
+
+/// The verdict a terminating rule gives, for messages.
+fn verdict_word(p: &Program, r: &Rule) -> String {
+    r.stmts
+        .last()
+        .map(|s| {
+            let t = fmt_stmt(p, s);
+            t.split(" (").next().unwrap_or(&t).to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn ends_chain(r: &Rule) -> bool {
+    r.stmts.last().map(|s| s.is_terminal()).unwrap_or(false)
+}
+
+fn span_of(l: Loc) -> Span {
+    Span {
+        file: FileId(l.file),
+        start: l.start,
+        end: l.end,
+    }
+}
+
+/// Tuple-space index over terminating rules: (saddr prefix len, daddr prefix len) ->
+/// (masked saddr, masked daddr) -> rule positions in the chain.
+#[derive(Default)]
+struct Index {
+    tuples: HashMap<(u8, u8), HashMap<(u32, u32), Vec<usize>>>,
+    general: Vec<usize>,
+}
+
+fn as_prefix(s: Option<&IntervalSet>) -> Option<(u8, u32)> {
+    let Some(s) = s else { return Some((0, 0)) };
+    if s.0.len() != 1 {
+        return None;
+    }
+    let (lo, hi) = s.0[0];
+    let size = u64::from(hi) - u64::from(lo) + 1;
+    if !size.is_power_of_two() {
+        return None;
+    }
+    let len = 32 - size.trailing_zeros() as u8;
+    if lo & !prefix_mask(len) != 0 {
+        return None;
+    }
+    Some((len, lo))
+}
+
+impl Index {
+    fn insert(&mut self, i: usize, b: &RuleBox) {
+        let s = as_prefix(b.num[0].as_ref());
+        let d = as_prefix(b.num[1].as_ref());
+        match (s, d) {
+            (Some((ls, vs)), Some((ld, vd))) => self
+                .tuples
+                .entry((ls, ld))
+                .or_default()
+                .entry((vs, vd))
+                .or_default()
+                .push(i),
+            _ => self.general.push(i),
+        }
+    }
+
+    /// Positions of rules that may contain `b`, unsorted.
+    fn candidates(&self, b: &RuleBox, out: &mut Vec<usize>) {
+        out.extend_from_slice(&self.general);
+        let full = IntervalSet::full(u32::MAX);
+        let (Some((s0, s1)), Some((d0, d1))) = (
+            b.num[0].as_ref().unwrap_or(&full).hull(),
+            b.num[1].as_ref().unwrap_or(&full).hull(),
+        ) else {
+            return;
+        };
+        for (&(ls, ld), map) in &self.tuples {
+            let (ms, md) = (prefix_mask(ls), prefix_mask(ld));
+            if s0 & ms != s1 & ms || d0 & md != d1 & md {
+                continue;
+            }
+            if let Some(v) = map.get(&(s0 & ms, d0 & md)) {
+                out.extend_from_slice(v);
+            }
+        }
+    }
+}
+
+/// FW0100 and FW0101 for every chain of the program.
+pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<(Loc, Loc)> = HashSet::new();
+    let mut seen_unreach: HashSet<Loc> = HashSet::new();
+    for c in &p.chains {
+        let boxes: Vec<RuleBox> = c.rules.iter().map(RuleBox::of).collect();
+        let mut index = Index::default();
+        let mut cands = Vec::new();
+        for (i, r) in c.rules.iter().enumerate() {
+            let rb = &boxes[i];
+            let rloc = p.rule_locs[r.id.0 as usize];
+            if !rb.empty {
+                cands.clear();
+                index.candidates(rb, &mut cands);
+                cands.sort_unstable();
+                if let Some(&j) = cands.iter().find(|&&j| rb.within(&boxes[j])) {
+                    let e = &c.rules[j];
+                    let eloc = p.rule_locs[e.id.0 as usize];
+                    if boxes[j].is_universal() {
+                        if seen_unreach.insert(eloc) {
+                            let rest = c.rules.len() - i;
+                            out.push(
+                                Diagnostic::warning("FW0100", "unreachable rule")
+                                    .primary(span_of(rloc), "this rule is never reached")
+                                    .secondary(span_of(eloc), format!("this rule matches every packet and ends the chain with `{}`", verdict_word(p, e)))
+                                    .note(if rest == 1 {
+                                        "it is the last rule of the chain".to_string()
+                                    } else {
+                                        format!("neither are the {} rules after it", rest - 1)
+                                    })
+                                    .help("remove the rules after the unconditional one, or give it matches"),
+                            );
+                        }
+                    } else if seen.insert((rloc, eloc)) && !seen_unreach.contains(&eloc) {
+                        let (ev, rv) = (verdict_word(p, e), verdict_word(p, r));
+                        let mut d = Diagnostic::warning(
+                            "FW0101",
+                            "rule is shadowed by an earlier rule",
+                        )
+                        .primary(span_of(rloc), "this rule never matches")
+                        .secondary(
+                            span_of(eloc),
+                            format!("every packet it would match is decided here first (`{ev}`)"),
+                        );
+                        d = if ends_chain(r) && ev == rv {
+                            d.note(format!("both rules `{ev}`: the later one is redundant"))
+                                .help("remove it")
+                        } else if ends_chain(r) {
+                            d.note(format!("the later rule would `{rv}`, but those packets get `{ev}` from the earlier one"))
+                                .help("if the later rule is meant as an exception, move it above the earlier one")
+                        } else {
+                            d.help("move it above the earlier rule, or remove it")
+                        };
+                        out.push(d);
+                    }
+                }
+            }
+            if ends_chain(r) && !rb.stateful && !rb.empty {
+                index.insert(i, rb);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_algebra() {
+        let a = IntervalSet::from_elems(&[Elem::Range(10, 20), Elem::Exact(21), Elem::Exact(40)]);
+        assert_eq!(a.0, vec![(10, 21), (40, 40)]);
+        let c = a.complement(100);
+        assert_eq!(c.0, vec![(0, 9), (22, 39), (41, 100)]);
+        assert!(IntervalSet(vec![(11, 12)]).is_subset(&a));
+        assert!(!IntervalSet(vec![(11, 30)]).is_subset(&a));
+        assert_eq!(
+            a.intersect(&IntervalSet(vec![(15, 40)])).0,
+            vec![(15, 21), (40, 40)]
+        );
+        assert_eq!(IntervalSet::full(u32::MAX).complement(u32::MAX).0, vec![]);
+    }
+
+    #[test]
+    fn prefixes_are_recognised() {
+        assert_eq!(
+            as_prefix(Some(&IntervalSet(vec![(0x0a00_0000, 0x0aff_ffff)]))),
+            Some((8, 0x0a00_0000))
+        );
+        assert_eq!(as_prefix(Some(&IntervalSet(vec![(5, 5)]))), Some((32, 5)));
+        assert_eq!(as_prefix(Some(&IntervalSet(vec![(5, 6)]))), None);
+        assert_eq!(as_prefix(None), Some((0, 0)));
+    }
+
+    #[test]
+    fn interface_subsets() {
+        let c = |neg, n: &[&str]| NameCons {
+            neg,
+            names: n.iter().map(|s| IfName::parse(s)).collect(),
+        };
+        assert!(name_subset(&c(false, &["eth0"]), &c(false, &["eth*"])));
+        assert!(!name_subset(&c(false, &["eth*"]), &c(false, &["eth0"])));
+        assert!(name_subset(&c(false, &["eth0"]), &c(true, &["lo"])));
+        assert!(!name_subset(&c(false, &["lo"]), &c(true, &["lo"])));
+        assert!(name_subset(&c(true, &["lo", "eth0"]), &c(true, &["lo"])));
+        assert!(!name_subset(&c(true, &["lo"]), &c(false, &["eth0"])));
+    }
+}

@@ -1,0 +1,361 @@
+//! Diagnostics as data, and their renderers.
+//!
+//! A [`Diagnostic`] is a code, a severity, a message, labelled spans, notes and help. It knows
+//! nothing about terminals: [`render_human`] draws it with ariadne, [`render_json`] writes one
+//! JSON object per diagnostic. Every code is listed in [`CODES`] and documented in the book's
+//! error index (`book/src/errors/FWxxxx.md`); a test keeps the two in step.
+
+use crate::source::SourceMap;
+use fwc_grammar::ast::Span;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+    pub primary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub labels: Vec<Label>,
+    pub notes: Vec<String>,
+    pub help: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        debug_assert!(code_info(code).is_some(), "undocumented code {code}");
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            labels: vec![],
+            notes: vec![],
+            help: vec![],
+        }
+    }
+
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
+    /// The primary label: where the problem is.
+    pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: true,
+        });
+        self
+    }
+
+    /// A secondary label: context that explains the problem.
+    pub fn secondary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.labels.push(Label {
+            span,
+            message: message.into(),
+            primary: false,
+        });
+        self
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Diagnostic {
+        self.notes.push(note.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help.push(help.into());
+        self
+    }
+
+    /// The span of the first primary label, if any.
+    pub fn primary_span(&self) -> Option<Span> {
+        self.labels
+            .iter()
+            .find(|l| l.primary)
+            .or(self.labels.first())
+            .map(|l| l.span)
+    }
+}
+
+/// One entry of the error index.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeInfo {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub title: &'static str,
+}
+
+macro_rules! codes {
+    ($($code:literal $sev:ident $title:literal;)*) => {
+        /// Every diagnostic code fwc can emit, with its default severity and a one-line title.
+        pub const CODES: &[CodeInfo] = &[
+            $(CodeInfo { code: $code, severity: Severity::$sev, title: $title },)*
+        ];
+    };
+}
+
+codes! {
+    "FW0001" Error "syntax error";
+    "FW0002" Error "missing `;`";
+    "FW0003" Error "invalid token";
+    "FW0004" Error "unexpected end of file";
+    "FW0010" Error "included file not found";
+    "FW0011" Error "include cycle";
+    "FW0020" Error "unknown variable";
+    "FW0021" Error "unknown chain";
+    "FW0022" Error "duplicate definition";
+    "FW0023" Error "unknown table";
+    "FW0024" Error "table not allowed on this hook";
+    "FW0025" Error "unknown hook";
+    "FW0026" Error "base chain and subchain forms mixed";
+    "FW0027" Error "define refers to itself";
+    "FW0028" Error "unknown type";
+    "FW0030" Error "mismatched types";
+    "FW0031" Error "port out of range";
+    "FW0032" Error "prefix length out of range";
+    "FW0033" Error "probability outside 0..1";
+    "FW0034" Error "empty set";
+    "FW0035" Error "set mixes element types";
+    "FW0036" Error "port without a TCP/UDP protocol";
+    "FW0037" Error "conflicting protocols in one rule";
+    "FW0038" Error "unknown value";
+    "FW0039" Error "IPv6 is not supported yet";
+    "FW0040" Error "range bounds reversed";
+    "FW0041" Error "integer out of range";
+    "FW0050" Error "wrong number of arguments";
+    "FW0051" Error "argument of the wrong type";
+    "FW0052" Error "call cycle between subchains";
+    "FW0060" Error "statement not allowed here";
+    "FW0061" Warning "statement after a terminating statement";
+    "FW0062" Error "overlapping verdict map keys";
+    "FW0063" Error "nested set";
+    "FW0070" Error "invalid test line";
+    "FW0071" Error "assert blocks are not supported yet";
+    "FW0080" Error "invalid service";
+    "FW0100" Warning "unreachable rule";
+    "FW0101" Warning "shadowed rule";
+    "FW0900" Error "internal compiler error";
+}
+
+pub fn code_info(code: &str) -> Option<&'static CodeInfo> {
+    CODES.iter().find(|c| c.code == code)
+}
+
+/// Renders for a terminal with ariadne. `color` should be true only when writing to a tty.
+pub fn render_human(d: &Diagnostic, sm: &SourceMap, color: bool) -> String {
+    use ariadne::{Color, Config, IndexType, Label as ALabel, Report, ReportKind};
+    let kind = match d.severity {
+        Severity::Error => ReportKind::Error,
+        Severity::Warning => ReportKind::Warning,
+        Severity::Note => ReportKind::Advice,
+    };
+    let config = Config::default()
+        .with_color(color)
+        .with_index_type(IndexType::Byte);
+    let name = |s: Span| sm.get(s.file).name.clone();
+    let Some(main) = d.primary_span() else {
+        // no source location: a plain line, rustc style
+        let mut out = format!("{}[{}]: {}\n", d.severity.name(), d.code, d.message);
+        for n in &d.notes {
+            let _ = writeln!(out, "  = note: {n}");
+        }
+        for h in &d.help {
+            let _ = writeln!(out, "  = help: {h}");
+        }
+        return out;
+    };
+    let mut b = Report::build(kind, (name(main), main.range()))
+        .with_config(config)
+        .with_code(d.code)
+        .with_message(&d.message);
+    for (i, l) in d.labels.iter().enumerate() {
+        let mut lab = ALabel::new((name(l.span), l.span.range())).with_order(i as i32);
+        if !l.message.is_empty() {
+            lab = lab.with_message(&l.message);
+        }
+        if color {
+            lab = lab.with_color(if l.primary {
+                match d.severity {
+                    Severity::Error => Color::Red,
+                    Severity::Warning => Color::Yellow,
+                    Severity::Note => Color::Cyan,
+                }
+            } else {
+                Color::Blue
+            });
+        }
+        b = b.with_label(lab);
+    }
+    for n in &d.notes {
+        b = b.with_note(n);
+    }
+    for h in &d.help {
+        b = b.with_help(h);
+    }
+    let report = b.finish();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for l in &d.labels {
+        let f = sm.get(l.span.file);
+        if !files.iter().any(|(n, _)| n == &f.name) {
+            files.push((f.name.clone(), f.text.clone()));
+        }
+    }
+    let mut buf = Vec::new();
+    if report.write(ariadne::sources(files), &mut buf).is_err() {
+        return format!("{}[{}]: {}\n", d.severity.name(), d.code, d.message);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[derive(Serialize)]
+struct JsonPos {
+    line: usize,
+    column: usize,
+}
+
+#[derive(Serialize)]
+struct JsonLabel<'a> {
+    file: &'a str,
+    byte_start: u32,
+    byte_end: u32,
+    start: JsonPos,
+    end: JsonPos,
+    message: &'a str,
+    primary: bool,
+}
+
+#[derive(Serialize)]
+struct JsonDiag<'a> {
+    code: &'a str,
+    severity: Severity,
+    message: &'a str,
+    file: Option<&'a str>,
+    line: Option<usize>,
+    column: Option<usize>,
+    byte_start: Option<u32>,
+    byte_end: Option<u32>,
+    labels: Vec<JsonLabel<'a>>,
+    notes: &'a [String],
+    help: &'a [String],
+}
+
+/// One JSON object (a single line) for the diagnostic.
+pub fn render_json(d: &Diagnostic, sm: &SourceMap) -> String {
+    let labels: Vec<JsonLabel<'_>> = d
+        .labels
+        .iter()
+        .map(|l| {
+            let f = sm.get(l.span.file);
+            let (sl, sc) = f.line_col(l.span.start as usize);
+            let (el, ec) = f.line_col(l.span.end as usize);
+            JsonLabel {
+                file: &f.name,
+                byte_start: l.span.start,
+                byte_end: l.span.end,
+                start: JsonPos {
+                    line: sl,
+                    column: sc,
+                },
+                end: JsonPos {
+                    line: el,
+                    column: ec,
+                },
+                message: &l.message,
+                primary: l.primary,
+            }
+        })
+        .collect();
+    let main = d.primary_span();
+    let (file, line, column) = match main {
+        Some(s) => {
+            let f = sm.get(s.file);
+            let (l, c) = f.line_col(s.start as usize);
+            (Some(f.name.as_str()), Some(l), Some(c))
+        }
+        None => (None, None, None),
+    };
+    let j = JsonDiag {
+        code: d.code,
+        severity: d.severity,
+        message: &d.message,
+        file,
+        line,
+        column,
+        byte_start: main.map(|s| s.start),
+        byte_end: main.map(|s| s.end),
+        labels,
+        notes: &d.notes,
+        help: &d.help,
+    };
+    serde_json::to_string(&j).unwrap_or_else(|_| "{}".into())
+}
+
+/// Orders diagnostics by file and position, errors first at the same place.
+pub fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by_key(|d| {
+        let s = d.primary_span().unwrap_or_default();
+        (s.file, s.start, std::cmp::Reverse(d.severity))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fwc_grammar::ast::FileId;
+
+    #[test]
+    fn codes_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in CODES {
+            assert!(seen.insert(c.code), "duplicate {}", c.code);
+        }
+    }
+
+    #[test]
+    fn json_has_positions() {
+        let mut sm = SourceMap::new();
+        let f = sm.add("a.fw".into(), None, "line one\nbad here;\n".into());
+        let d = Diagnostic::error("FW0001", "syntax error").primary(
+            Span {
+                file: f,
+                start: 9,
+                end: 12,
+            },
+            "here",
+        );
+        let j: serde_json::Value = serde_json::from_str(&render_json(&d, &sm)).unwrap();
+        assert_eq!(j["line"], 2);
+        assert_eq!(j["column"], 1);
+        assert_eq!(j["labels"][0]["end"]["column"], 4);
+        assert_eq!(j["file"], "a.fw");
+        let _ = FileId(0);
+    }
+}

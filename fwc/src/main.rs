@@ -1,0 +1,502 @@
+//! `fwc`: the command line. A thin layer over `fwc-compiler`: argument parsing, reading
+//! files, choosing renderers and exit codes.
+//!
+//! Exit codes: 0 success; 1 the program has errors (or a test failed, or warnings were
+//! denied); 2 the invocation was wrong or an input could not be read.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fwc_compiler::check::Checked;
+use fwc_compiler::diag::{self, Diagnostic, Severity};
+use fwc_compiler::interp::{self, FreshOracle, Outcome};
+use fwc_compiler::ir::{self, Program};
+use fwc_compiler::source::SourceMap;
+use fwc_compiler::{artefact, testrun, Compilation};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fwc",
+    version,
+    about = "The fw firewall language: check, build, test and explain rule sets"
+)]
+struct Cli {
+    /// When to colour diagnostics
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
+    /// How to print diagnostics: for people, or one JSON object per line
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum Emit {
+    /// the versioned artefact the runtime loads
+    Artefact,
+    /// the typed IR as text
+    Ir,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check a program: syntax, names, types, legality; warnings for dead rules
+    Check {
+        file: PathBuf,
+        /// Exit 1 on warnings too
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Check and compile a program into an artefact (or print its IR)
+    Build {
+        file: PathBuf,
+        /// Output file (default: FILE with the extension .fwo; `-` for stdout)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// What to write
+        #[arg(long, value_enum, default_value_t = Emit::Artefact)]
+        emit: Emit,
+    },
+    /// Run the program's `test` blocks through the reference interpreter
+    Test { file: PathBuf },
+    /// Show the verdict for one packet and every rule it hits
+    Explain {
+        /// A `.fw` program or a `fwc build` artefact
+        file: PathBuf,
+        /// `PATH PROTO SRC[:PORT] -> DST[:PORT] [iif IF] [oif IF] [ct state S] [mark N] [type T] [flags F]`
+        query: String,
+    },
+}
+
+struct Out {
+    color: bool,
+    format: Format,
+}
+
+impl Out {
+    fn diags(&self, diags: &[Diagnostic], sm: &SourceMap) {
+        let stderr = std::io::stderr();
+        let mut e = stderr.lock();
+        for d in diags {
+            let text = match self.format {
+                Format::Human => diag::render_human(d, sm, self.color),
+                Format::Json => format!("{}\n", diag::render_json(d, sm)),
+            };
+            let _ = e.write_all(text.as_bytes());
+        }
+    }
+
+    fn summary(&self, c: &Compilation) {
+        if self.format != Format::Human {
+            return;
+        }
+        let errors = c
+            .diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let warnings = c.warning_count();
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        if errors > 0 {
+            eprintln!(
+                "error: could not compile `{}` due to {}{}",
+                c.loaded
+                    .sm
+                    .files()
+                    .next()
+                    .map(|(_, f)| f.name.as_str())
+                    .unwrap_or("?"),
+                plural(errors, "error"),
+                if warnings > 0 {
+                    format!("; {} emitted", plural(warnings, "warning"))
+                } else {
+                    String::new()
+                }
+            );
+        } else if warnings > 0 {
+            eprintln!("warning: {} emitted", plural(warnings, "warning"));
+        }
+    }
+
+    fn error(&self, msg: &str) {
+        match self.format {
+            Format::Human => eprintln!("error: {msg}"),
+            Format::Json => eprintln!(
+                "{}",
+                serde_json::json!({"severity": "error", "message": msg})
+            ),
+        }
+    }
+}
+
+fn compile(out: &Out, file: &Path) -> Result<Compilation, ExitCode> {
+    match fwc_compiler::compile_path(file) {
+        Ok(c) => {
+            out.diags(&c.diags, &c.loaded.sm);
+            out.summary(&c);
+            Ok(c)
+        }
+        Err(e) => {
+            out.error(&e);
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let color = match cli.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let out = Out {
+        color,
+        format: cli.format,
+    };
+    match cli.cmd {
+        Cmd::Check {
+            file,
+            deny_warnings,
+        } => cmd_check(&out, &file, deny_warnings),
+        Cmd::Build { file, output, emit } => cmd_build(&out, &file, output, emit),
+        Cmd::Test { file } => cmd_test(&out, &file),
+        Cmd::Explain { file, query } => cmd_explain(&out, &file, &query),
+    }
+}
+
+fn cmd_check(out: &Out, file: &Path, deny_warnings: bool) -> ExitCode {
+    let c = match compile(out, file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if c.has_errors() || (deny_warnings && c.warning_count() > 0) {
+        if deny_warnings && !c.has_errors() && out.format == Format::Human {
+            eprintln!("error: warnings are denied (--deny-warnings)");
+        }
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+fn checked_or_exit(c: &Compilation) -> Option<&Checked> {
+    if c.has_errors() {
+        None
+    } else {
+        c.checked.as_ref()
+    }
+}
+
+fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> ExitCode {
+    if is_artefact_file(file) {
+        out.error(&format!(
+            "`{}` is already a built artefact; build takes a `.fw` source file",
+            file.display()
+        ));
+        return ExitCode::from(2);
+    }
+    let c = match compile(out, file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(checked) = checked_or_exit(&c) else {
+        return ExitCode::from(1);
+    };
+    let bytes = match emit {
+        Emit::Ir => ir::print(&checked.program).into_bytes(),
+        Emit::Artefact => artefact::write(&checked.program),
+    };
+    let dest = match (output, emit) {
+        (Some(p), _) => p,
+        (None, Emit::Ir) => PathBuf::from("-"),
+        (None, Emit::Artefact) => file.with_extension("fwo"),
+    };
+    if dest.as_os_str() == "-" {
+        let _ = std::io::stdout().write_all(&bytes);
+    } else if let Err(e) = std::fs::write(&dest, &bytes) {
+        out.error(&format!("cannot write `{}`: {e}", dest.display()));
+        return ExitCode::from(2);
+    } else if out.format == Format::Human {
+        eprintln!(
+            "built `{}`: {} chains, {} rules, {} services",
+            dest.display(),
+            checked.program.chains.len(),
+            checked.program.rule_count(),
+            checked.program.services.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn is_artefact_file(p: &Path) -> bool {
+    std::fs::File::open(p)
+        .ok()
+        .and_then(|mut f| {
+            let mut buf = [0u8; 12];
+            std::io::Read::read_exact(&mut f, &mut buf).ok()?;
+            Some(artefact::is_artefact(&buf))
+        })
+        .unwrap_or(false)
+}
+
+/// Source line of a rule, when the source is at hand.
+fn rule_text(p: &Program, sm: Option<&SourceMap>, id: ir::RuleId) -> String {
+    let loc = p.rule_locs[id.0 as usize];
+    if let Some(sm) = sm {
+        if (loc.file as usize) < sm.len() {
+            let f = sm.get(fwc_grammar::ast::FileId(loc.file));
+            if let Some(t) = f.text.get(loc.start as usize..loc.end as usize) {
+                return t.split_whitespace().collect::<Vec<_>>().join(" ");
+            }
+        }
+    }
+    // no source: the rule as the IR has it
+    for c in &p.chains {
+        if let Some(r) = c.rules.iter().find(|r| r.id == id) {
+            let mut parts: Vec<String> = r.preds.iter().map(ir::fmt_pred).collect();
+            parts.extend(r.stmts.iter().map(|s| ir::fmt_stmt(p, s)));
+            return format!("{};", parts.join(" "));
+        }
+    }
+    String::new()
+}
+
+fn print_trace(w: &mut impl Write, p: &Program, sm: Option<&SourceMap>, o: &Outcome, indent: &str) {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for s in &o.trace {
+        let chain = p.chain(s.chain).display_name();
+        let (loc, text) = match s.rule {
+            Some(r) => (p.rule_location(r), rule_text(p, sm, r)),
+            None => (String::new(), String::new()),
+        };
+        rows.push([
+            format!("{:<11} {}", s.hook.name(), chain),
+            loc,
+            text,
+            s.action.clone(),
+        ]);
+    }
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+    for r in rows {
+        if r[2].is_empty() {
+            let _ = writeln!(w, "{indent}{:<w0$}  {:<w1$}  {}", r[0], r[1], r[3]);
+        } else {
+            let _ = writeln!(
+                w,
+                "{indent}{:<w0$}  {:<w1$}  {}  => {}",
+                r[0], r[1], r[2], r[3]
+            );
+        }
+    }
+}
+
+fn cmd_test(out: &Out, file: &Path) -> ExitCode {
+    let c = match compile(out, file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(checked) = checked_or_exit(&c) else {
+        return ExitCode::from(1);
+    };
+    let sm = &c.loaded.sm;
+    let results = testrun::run_tests(checked);
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    let total = results.len() + checked.asserts.len();
+    let _ = writeln!(
+        w,
+        "running {total} test{} from {}",
+        if total == 1 { "" } else { "s" },
+        file.display()
+    );
+    let mut failed = 0;
+    for r in &results {
+        let (l, _) = sm
+            .get(r.case.span.file)
+            .line_col(r.case.span.start as usize);
+        let name = &sm.get(r.case.span.file).name;
+        let _ = writeln!(
+            w,
+            "test {:?} {name}:{l} ... {}",
+            r.case.block,
+            if r.passed { "ok" } else { "FAILED" }
+        );
+        if !r.passed {
+            failed += 1;
+        }
+    }
+    let assert_diags: Vec<Diagnostic> = checked
+        .asserts
+        .iter()
+        .map(|a| {
+            Diagnostic::error("FW0071", format!("assert {:?} cannot be checked yet", a.name))
+                .primary(a.span, "assert blocks are not supported by this version of fwc")
+                .note("proving an assert over every packet is planned; until then it counts as a failure, never as a pass")
+                .help("express the property as `test` lines for now")
+        })
+        .collect();
+    for a in &checked.asserts {
+        let (l, _) = sm.get(a.span.file).line_col(a.span.start as usize);
+        let _ = writeln!(
+            w,
+            "assert {:?} {}:{l} ... FAILED (not supported yet)",
+            a.name,
+            sm.get(a.span.file).name
+        );
+        failed += 1;
+    }
+    let fails: Vec<_> = results.iter().filter(|r| !r.passed).collect();
+    if !fails.is_empty() {
+        let _ = writeln!(w, "\nfailures:");
+        for r in fails {
+            let f = sm.get(r.case.span.file);
+            let (l, col) = f.line_col(r.case.span.start as usize);
+            let _ = writeln!(w, "\n---- {:?} at {}:{l}:{col}", r.case.block, f.name);
+            let _ = writeln!(w, "  {}", f.line_text(l).trim());
+            let _ = writeln!(w, "  {}", r.failure.as_deref().unwrap_or("failed"));
+            if let Some(o) = &r.outcome {
+                let _ = writeln!(w, "  trace:");
+                print_trace(&mut w, &checked.program, Some(sm), o, "    ");
+            }
+        }
+    }
+    let _ = w.flush();
+    drop(w);
+    out.diags(&assert_diags, sm);
+    let _ = writeln!(
+        std::io::stdout(),
+        "\n{} passed, {} failed",
+        total - failed,
+        failed
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn cmd_explain(out: &Out, file: &Path, query: &str) -> ExitCode {
+    // an artefact has no source: load the program and explain against it
+    let (program, comp) = if is_artefact_file(file) {
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                out.error(&format!("cannot read `{}`: {e}", file.display()));
+                return ExitCode::from(2);
+            }
+        };
+        match artefact::read(&bytes) {
+            Ok(p) => (p, None),
+            Err(e) => {
+                out.error(&format!("`{}`: {e}", file.display()));
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let c = match compile(out, file) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let Some(checked) = checked_or_exit(&c) else {
+            return ExitCode::from(1);
+        };
+        (checked.program.clone(), Some(c))
+    };
+    // parse the query as a file of its own so that its errors point into it
+    let mut qsm = comp
+        .as_ref()
+        .map(|c| c.loaded.sm.clone())
+        .unwrap_or_default();
+    let qid = qsm.add("<query>".into(), None, query.to_string());
+    let q = match fwc_grammar::parse_packet_query(query, qid) {
+        Ok(q) => q,
+        Err(errs) => {
+            let diags: Vec<Diagnostic> = errs
+                .iter()
+                .map(|e| fwc_compiler::loader::syntax_diagnostic(e, qid, &qsm))
+                .collect();
+            out.diags(&diags, &qsm);
+            return ExitCode::from(2);
+        }
+    };
+    let lowered = match &comp {
+        Some(c) => {
+            let mut loaded = fwc_compiler::loader::Loaded {
+                sm: qsm.clone(),
+                files: c.loaded.files.clone(),
+                diags: vec![],
+                root: c.loaded.root,
+            };
+            loaded.sm = qsm.clone();
+            fwc_compiler::check::lower_query(&loaded, &q)
+        }
+        None => {
+            let loaded = fwc_compiler::loader::Loaded {
+                sm: qsm.clone(),
+                files: vec![],
+                diags: vec![],
+                root: None,
+            };
+            fwc_compiler::check::lower_query(&loaded, &q)
+        }
+    };
+    let (path, pkt) = match lowered {
+        Ok(x) => x,
+        Err(diags) => {
+            out.diags(&diags, &qsm);
+            return ExitCode::from(2);
+        }
+    };
+    let o = match interp::run(&program, path, &pkt, &mut FreshOracle) {
+        Ok(o) => o,
+        Err(e) => {
+            out.error(&e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    let _ = writeln!(w, "{} {}", path.name(), pkt);
+    print_trace(
+        &mut w,
+        &program,
+        comp.as_ref().map(|c| &c.loaded.sm),
+        &o,
+        "  ",
+    );
+    let _ = writeln!(w, "verdict: {}", o.fate.name());
+    if o.packet != pkt {
+        let _ = writeln!(w, "leaves as: {}", o.packet);
+    }
+    ExitCode::SUCCESS
+}
