@@ -388,10 +388,10 @@ pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
                                 Diagnostic::warning("FW0100", "unreachable rule")
                                     .primary(span_of(rloc), "this rule is never reached")
                                     .secondary(span_of(eloc), format!("this rule matches every packet and ends the chain with `{}`", verdict_word(p, e)))
-                                    .note(if rest == 1 {
-                                        "it is the last rule of the chain".to_string()
-                                    } else {
-                                        format!("neither are the {} rules after it", rest - 1)
+                                    .note(match rest {
+                                        1 => "it is the last rule of the chain".to_string(),
+                                        2 => "nor is the rule after it".to_string(),
+                                        n => format!("nor are the {} rules after it", n - 1),
                                     })
                                     .help("remove the rules after the unconditional one, or give it matches"),
                             );

@@ -88,8 +88,8 @@ impl Class {
             Class::Addr => matches!(t, Ip | Prefix | IpRange),
             Class::Port => matches!(t, Int | IntRange | Port | PortRange),
             Class::Iface => matches!(t, Name | Str | Iface),
-            Class::Proto => matches!(t, Int | Name | Proto),
-            Class::IcmpType => matches!(t, Int | Name),
+            Class::Proto => matches!(t, Int | Name | Proto | NameOrInt),
+            Class::IcmpType => matches!(t, Int | Name | NameOrInt),
             Class::Mark => matches!(t, Int | IntRange | Mark),
             _ => false,
         };
@@ -558,22 +558,22 @@ impl<'a> Checker<'a> {
                     let Some(f) = elem_ty.family() else { continue };
                     match &fam {
                         None => fam = Some((f, el.span, tv.ty.clone())),
-                        Some((f0, s0, t0)) if *f0 != f => {
-                            let (s0, t0) = (*s0, t0.clone());
-                            self.err(
-                                Diagnostic::error(
-                                    "FW0035",
-                                    "set mixes elements of different types",
-                                )
-                                .primary(el.span, format!("this is {}", article(&tv.ty)))
-                                .secondary(s0, format!("but this is {}", article(&t0)))
-                                .help(
-                                    "a set holds addresses, or numbers, or names: split it in two",
-                                ),
-                            );
-                            ok = false;
-                        }
-                        _ => {}
+                        Some((f0, s0, t0)) => match f0.join(f) {
+                            Some(j) => {
+                                let (s0, t0) = (*s0, t0.clone());
+                                fam = Some((j, s0, t0));
+                            }
+                            None => {
+                                let (s0, t0) = (*s0, t0.clone());
+                                self.err(
+                                    Diagnostic::error("FW0035", "set mixes elements of different types")
+                                        .primary(el.span, format!("this is {}", article(&tv.ty)))
+                                        .secondary(s0, format!("but this is {}", article(&t0)))
+                                        .help("a set holds addresses, or numbers, or names: split it in two"),
+                                );
+                                ok = false;
+                            }
+                        },
                     }
                     match (&mut vals, tv.val) {
                         (Some(v), Some(x)) => x.flatten_into(v),

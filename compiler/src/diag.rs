@@ -196,8 +196,12 @@ pub fn render_human(d: &Diagnostic, sm: &SourceMap, color: bool) -> String {
         .with_config(config)
         .with_code(d.code)
         .with_message(&d.message);
-    for (i, l) in d.labels.iter().enumerate() {
-        let mut lab = ALabel::new((name(l.span), l.span.range())).with_order(i as i32);
+    // ariadne starts a new snippet whenever a label lies above the previous one: give it the
+    // labels in file order so that one file reads as one snippet
+    let mut labels: Vec<&Label> = d.labels.iter().collect();
+    labels.sort_by_key(|l| (l.span.file, l.span.start));
+    for l in labels {
+        let mut lab = ALabel::new((name(l.span), l.span.range()));
         if !l.message.is_empty() {
             lab = lab.with_message(&l.message);
         }

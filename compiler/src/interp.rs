@@ -206,22 +206,26 @@ impl Oracle for FreshOracle {
 pub struct ScriptedOracle {
     pub script: Vec<bool>,
     pub asked: usize,
+    /// the rule of each coin asked for, and how it landed
+    pub coins: Vec<(RuleId, bool)>,
 }
 
 impl Oracle for ScriptedOracle {
     fn limit(&mut self, r: RuleId, pred: &Pred) -> bool {
         FreshOracle.limit(r, pred)
     }
-    fn statistic(&mut self, _rule: RuleId, p: f64) -> bool {
+    fn statistic(&mut self, rule: RuleId, p: f64) -> bool {
         let i = self.asked;
         self.asked += 1;
-        if p <= 0.0 {
-            return false;
-        }
-        if p >= 1.0 {
-            return true;
-        }
-        self.script.get(i).copied().unwrap_or(false)
+        let hit = if p <= 0.0 {
+            false
+        } else if p >= 1.0 {
+            true
+        } else {
+            self.script.get(i).copied().unwrap_or(false)
+        };
+        self.coins.push((rule, hit));
+        hit
     }
 }
 
@@ -615,19 +619,21 @@ pub fn run(
 }
 
 /// Every outcome of a packet over all results of its `statistic` matches (at most
-/// `2^max_coins` runs), each with the coin script that produced it.
+/// `2^max_coins` runs), each with how its coins landed (the rule of each, and whether it
+/// matched).
 pub fn run_all_outcomes(
     p: &Program,
     path: PathKind,
     pkt: &Packet,
     max_coins: usize,
-) -> Result<Vec<(Vec<bool>, Outcome)>, InterpError> {
+) -> Result<Vec<(Vec<(RuleId, bool)>, Outcome)>, InterpError> {
     let mut out = Vec::new();
     let mut pending: Vec<Vec<bool>> = vec![vec![]];
     while let Some(script) = pending.pop() {
         let mut o = ScriptedOracle {
             script: script.clone(),
             asked: 0,
+            coins: vec![],
         };
         let res = run(p, path, pkt, &mut o)?;
         // coins beyond the script defaulted to false; branch on each of them as true
@@ -639,9 +645,7 @@ pub fn run_all_outcomes(
                 pending.push(s);
             }
         }
-        let mut used = script;
-        used.resize(o.asked.min(max_coins), false);
-        out.push((used, res));
+        out.push((o.coins, res));
     }
     Ok(out)
 }

@@ -109,7 +109,7 @@ fn expected_label(expected: &[String]) -> String {
         0 => "nothing more was expected here".into(),
         1 => format!("expected {}", expected[0]),
         n if n <= 8 => format!(
-            "expected one of {} or {}",
+            "expected {} or {}",
             expected[..n - 1].join(", "),
             expected[n - 1]
         ),
@@ -136,8 +136,8 @@ struct Ctx<'p> {
     diags: Vec<Diagnostic>,
     /// canonical path (or `std/...`) -> file id, for include-once
     seen: HashMap<PathBuf, FileId>,
-    /// the include stack, for cycle detection: (key, the include item that led here)
-    stack: Vec<(PathBuf, Option<Span>)>,
+    /// the include stack, for cycle detection: (key, display name, the include that led here)
+    stack: Vec<(PathBuf, String, Option<Span>)>,
 }
 
 impl Ctx<'_> {
@@ -157,7 +157,8 @@ impl Ctx<'_> {
             let d = syntax_diagnostic(e, id, &self.sm);
             self.diags.push(d);
         }
-        self.stack.push((key, via));
+        let shown = self.sm.get(id).name.clone();
+        self.stack.push((key, shown, via));
         for item in &file.items {
             if let Item::Include(inc) = item {
                 self.include(inc, disk.as_deref());
@@ -192,21 +193,18 @@ impl Ctx<'_> {
             let key = self.provider.canonical(&path);
             (key, path.display().to_string(), Some(path), None)
         };
-        if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
-            let mut d = Diagnostic::error(
-                "FW0011",
-                format!("include cycle: `{}` includes itself", inc.path),
-            )
-            .primary(inc.path_span, "this include closes the cycle");
-            for (_, via) in self.stack[pos + 1..].iter() {
+        if let Some(pos) = self.stack.iter().position(|(k, _, _)| *k == key) {
+            let mut d = Diagnostic::error("FW0011", format!("include cycle through `{}`", inc.path))
+                .primary(inc.path_span, "this include closes the cycle");
+            for (_, _, via) in self.stack[pos + 1..].iter() {
                 if let Some(s) = via {
                     d = d.secondary(*s, "included from here");
                 }
             }
             let chain: Vec<String> = self.stack[pos..]
                 .iter()
-                .map(|(k, _)| k.display().to_string())
-                .chain(std::iter::once(key.display().to_string()))
+                .map(|(_, n, _)| n.clone())
+                .chain(std::iter::once(self.stack[pos].1.clone()))
                 .collect();
             d = d.note(format!("cycle: {}", chain.join(" -> ")));
             self.diags.push(d);

@@ -62,11 +62,17 @@ fn check_one(p: &Program, tc: &TestCase) -> TestResult {
         }
         if !why.is_empty() {
             if several {
-                let desc: Vec<&str> = coins
+                let desc: Vec<String> = coins
                     .iter()
-                    .map(|c| if *c { "match" } else { "no match" })
+                    .map(|(r, hit)| {
+                        format!(
+                            "`statistic` at {} {}",
+                            p.rule_location(*r),
+                            if *hit { "matches" } else { "does not match" }
+                        )
+                    })
                     .collect();
-                let _ = write!(why, " (when the statistic matches go: {})", desc.join(", "));
+                let _ = write!(why, " (when {})", desc.join(" and "));
             }
             return TestResult {
                 case: tc.clone(),

@@ -24,6 +24,8 @@ pub enum Ty {
     Proto,
     Iface,
     Mark,
+    /// a set mixing names and numbers (`{ tcp, 47 }`, `{ echo-request, 13 }`)
+    NameOrInt,
     Set(Box<Ty>),
 }
 
@@ -44,6 +46,7 @@ impl fmt::Display for Ty {
             Ty::Proto => f.write_str("proto"),
             Ty::Iface => f.write_str("iface"),
             Ty::Mark => f.write_str("mark"),
+            Ty::NameOrInt => f.write_str("name or number"),
             Ty::Set(t) => write!(f, "set<{}>", t.set_elem_name()),
         }
     }
@@ -68,6 +71,7 @@ impl Ty {
             Ty::Str => Family::Str,
             Ty::Float => Family::Float,
             Ty::Rate => Family::Rate,
+            Ty::NameOrInt => Family::NameOrInt,
             Ty::Set(_) => return None,
         })
     }
@@ -120,9 +124,20 @@ pub enum Family {
     Str,
     Float,
     Rate,
+    NameOrInt,
 }
 
 impl Family {
+    /// Families that may share a set: names and numbers (protocols, ICMP types).
+    pub fn join(self, o: Family) -> Option<Family> {
+        use Family::*;
+        match (self, o) {
+            (a, b) if a == b => Some(a),
+            (Name | Int | NameOrInt, Name | Int | NameOrInt) => Some(NameOrInt),
+            _ => None,
+        }
+    }
+
     /// The element type a set of this family gets.
     pub fn set_elem(self) -> Ty {
         match self {
@@ -132,6 +147,7 @@ impl Family {
             Family::Str => Ty::Str,
             Family::Float => Ty::Float,
             Family::Rate => Ty::Rate,
+            Family::NameOrInt => Ty::NameOrInt,
         }
     }
 }
@@ -322,20 +338,30 @@ pub fn rate_unit_name(secs: u64) -> &'static str {
 
 pub const SCHEDULERS: &[&str] = &["rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh"];
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Edit distance counting a swap of neighbours as one edit (optimal string alignment), for
+/// "did you mean" hints: `tpc` is one edit from `tcp`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
-        }
-        prev = cur;
+    let (n, m) = (a.len(), b.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=m {
+        d[0][j] = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[n][m]
 }
 
 /// The closest candidate within a third of the name's length.
@@ -367,6 +393,8 @@ mod tests {
     fn suggestions() {
         assert_eq!(suggest("admin", ["admins", "web"]), Some("admins"));
         assert_eq!(suggest("zzz", ["admins", "web"]), None);
+        assert_eq!(suggest("tpc", ["tcp", "udp"]), Some("tcp"));
+        assert_eq!(suggest("akc", ["ack", "syn"]), Some("ack"));
     }
 
     #[test]

@@ -245,12 +245,13 @@ fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> Exi
         out.error(&format!("cannot write `{}`: {e}", dest.display()));
         return ExitCode::from(2);
     } else if out.format == Format::Human {
+        let n = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
         eprintln!(
-            "built `{}`: {} chains, {} rules, {} services",
+            "built `{}`: {}, {}, {}",
             dest.display(),
-            checked.program.chains.len(),
-            checked.program.rule_count(),
-            checked.program.services.len()
+            n(checked.program.chains.len(), "chain"),
+            n(checked.program.rule_count(), "rule"),
+            n(checked.program.services.len(), "service")
         );
     }
     ExitCode::SUCCESS
@@ -274,7 +275,13 @@ fn rule_text(p: &Program, sm: Option<&SourceMap>, id: ir::RuleId) -> String {
         if (loc.file as usize) < sm.len() {
             let f = sm.get(fwc_grammar::ast::FileId(loc.file));
             if let Some(t) = f.text.get(loc.start as usize..loc.end as usize) {
-                return t.split_whitespace().collect::<Vec<_>>().join(" ");
+                // one line: comments dropped, whitespace folded
+                return t
+                    .lines()
+                    .map(|l| strip_comment(l))
+                    .flat_map(str::split_whitespace)
+                    .collect::<Vec<_>>()
+                    .join(" ");
             }
         }
     }
@@ -287,6 +294,22 @@ fn rule_text(p: &Program, sm: Option<&SourceMap>, id: ir::RuleId) -> String {
         }
     }
     String::new()
+}
+
+/// A line without its `#` comment (a `#` inside a string is kept).
+fn strip_comment(line: &str) -> &str {
+    let mut in_str = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_str => escaped = true,
+            '"' => in_str = !in_str,
+            '#' if !in_str => return &line[..i],
+            _ => {}
+        }
+    }
+    line
 }
 
 fn print_trace(w: &mut impl Write, p: &Program, sm: Option<&SourceMap>, o: &Outcome, indent: &str) {

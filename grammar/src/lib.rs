@@ -65,10 +65,47 @@ pub fn describe_terminal(t: &str) -> String {
     }
 }
 
+const VALUE_TERMINALS: &[&str] = &[
+    "IPV4", "PREFIX", "IPV6", "INT", "FLOAT", "STR", "VAR", "IDENT", "\"{\"",
+];
+const RULE_TERMINALS: &[&str] = &[
+    "\"iif\"", "\"oif\"", "\"ip\"", "\"ip6\"", "\"tcp\"", "\"udp\"", "\"icmp\"", "\"ct\"",
+    "\"mark\"", "\"statistic\"", "\"limit\"", "\"accept\"", "\"drop\"", "\"reject\"",
+    "\"return\"", "\"jump\"", "\"goto\"", "\"queue\"", "\"counter\"", "\"log\"", "\"audit\"",
+    "\"notrack\"", "\"snat\"", "\"dnat\"", "\"masquerade\"", "\"redirect\"",
+];
+const ITEM_TERMINALS: &[&str] = &[
+    "\"include\"", "\"define\"", "\"chain\"", "\"table\"", "\"service\"", "\"interface\"",
+    "\"test\"", "\"assert\"",
+];
+
+/// Describes the expected terminals in words, folding the big families (any value, any
+/// match or statement, any item) into one phrase each.
 fn describe_expected(expected: &[String]) -> Vec<String> {
-    let mut v: Vec<String> = expected.iter().map(|e| describe_terminal(e)).collect();
-    v.dedup();
-    v
+    let has = |group: &[&str]| expected.iter().filter(|e| group.contains(&e.as_str())).count();
+    let mut out = Vec::new();
+    let mut skip: Vec<&str> = Vec::new();
+    if has(RULE_TERMINALS) >= 6 {
+        out.push("a rule".to_string());
+        skip.extend(RULE_TERMINALS);
+    }
+    if has(ITEM_TERMINALS) >= 4 {
+        out.push("an item (`table`, `chain`, `define`, `include`, ...)".to_string());
+        skip.extend(ITEM_TERMINALS);
+    }
+    if has(VALUE_TERMINALS) >= 4 {
+        out.push("a value (address, prefix, number, name, set or `$variable`)".to_string());
+        skip.extend(VALUE_TERMINALS);
+    }
+    for e in expected {
+        if !skip.contains(&e.as_str()) {
+            let d = describe_terminal(e);
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    out
 }
 
 type LalrError<'a> = ParseError<usize, Tok<'a>, SpannedLexError>;
@@ -338,7 +375,7 @@ mod tests {
                 found, expected, ..
             } => {
                 assert_eq!(found, "`accept`");
-                assert!(expected.contains(&"an address".to_string()), "{expected:?}");
+                assert!(expected[0].starts_with("a value"), "{expected:?}");
             }
             k => panic!("{k:?}"),
         }

@@ -1,0 +1,168 @@
+//! The `fwc` binary as a user runs it: exit codes, output formats, files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn fwc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fwc"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("fwc runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmp(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fwc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+#[test]
+fn check_exit_codes() {
+    let o = fwc(&["check", "examples/language.fw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let bad = tmp("bad.fw", "table filter { chain input { tcp dport $nope accept; } }\n");
+    let o = fwc(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("FW0020") && err.contains("unknown variable `$nope`"), "{err}");
+    assert!(!err.contains('\x1b'), "no colour when not on a terminal");
+    let o = fwc(&["check", "/nonexistent/file.fw"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("cannot read"));
+    let o = fwc(&["check"]);
+    assert_eq!(o.status.code(), Some(2), "usage error");
+    let o = fwc(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let w = tmp("warn.fw", "table filter { chain input { accept; drop; } }\n");
+    let o = fwc(&["check", w.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("FW0100"));
+    let o = fwc(&["check", "--deny-warnings", w.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn json_diagnostics_are_one_object_per_line() {
+    let bad = tmp("json.fw", "define a = 10.0.0.0/99;\ntable filter { chain input { tcp dport 1-2-3 accept; } }\n");
+    let o = fwc(&["--format", "json", "check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = text(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(lines.len() >= 2);
+    let first = &lines[0];
+    assert_eq!(first["code"], "FW0032");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["line"], 1);
+    assert_eq!(first["column"], 12);
+    assert!(first["file"].as_str().unwrap().ends_with("json.fw"));
+    assert_eq!(first["labels"][0]["primary"], true);
+}
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    let bad = tmp("colour.fw", "table filter { chain input { tcp dport $nope accept; } }\n");
+    let o = fwc(&["--color", "always", "check", bad.to_str().unwrap()]);
+    assert!(text(&o.stderr).contains('\x1b'));
+}
+
+#[test]
+fn build_writes_a_versioned_artefact_and_rejects_foreign_or_stale_ones() {
+    let out = std::env::temp_dir().join(format!("fwc-cli-{}-lang.fwo", std::process::id()));
+    let o = fwc(&["build", "examples/language.fw", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.starts_with(b"fwc-artefact 1 "));
+    // the artefact explains like the source
+    let q = "input tcp 203.0.113.9:40000 -> 192.0.2.1:22 iif eth0";
+    let o = fwc(&["explain", out.to_str().unwrap(), q]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("verdict: drop"));
+    // stale: another format version
+    let stale = String::from_utf8(bytes.clone()).unwrap().replacen("fwc-artefact 1 ", "fwc-artefact 0 ", 1);
+    let sp = tmp("stale.fwo", &stale);
+    let o = fwc(&["explain", sp.to_str().unwrap(), q]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("stale artefact"), "{}", text(&o.stderr));
+    // damaged body
+    let cut = String::from_utf8(bytes[..bytes.len() / 2].to_vec()).unwrap_or_default();
+    let cp = tmp("cut.fwo", &cut);
+    let o = fwc(&["explain", cp.to_str().unwrap(), q]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("damaged artefact"), "{}", text(&o.stderr));
+    // building an artefact again is refused
+    let o = fwc(&["build", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn build_emit_ir_prints_the_ir() {
+    let o = fwc(&["build", "--emit", "ir", "examples/language.fw"]);
+    assert_eq!(o.status.code(), Some(0));
+    let ir = text(&o.stdout);
+    assert!(ir.starts_with("; fwc ir v1"));
+    assert!(ir.contains("base filter/input policy drop"));
+    assert!(ir.contains("sub incoming-ssh({ 10.0.0.1, 10.0.0.2 })"));
+}
+
+#[test]
+fn test_reports_passes_failures_and_unsupported_asserts() {
+    let o = fwc(&["test", "examples/language.fw"]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "the assert is not supported yet: {out}");
+    assert!(out.contains("3 passed, 1 failed"), "{out}");
+    assert!(out.contains("FAILED (not supported yet)"));
+    assert!(text(&o.stderr).contains("FW0071"));
+
+    let src = "table filter { chain input policy drop { tcp dport 22 accept; } }
+test \"ssh\" {
+    input tcp 198.51.100.1:4000 -> 192.0.2.1:22 => accept;
+    input tcp 198.51.100.1:4000 -> 192.0.2.1:23 => accept;
+}
+";
+    let f = tmp("t.fw", src);
+    let o = fwc(&["test", f.to_str().unwrap()]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+    assert!(out.contains("expected accept, got drop"), "{out}");
+    assert!(out.contains("policy drop"), "the trace is shown: {out}");
+    let ok = tmp("ok.fw", &src.replace("192.0.2.1:23 => accept", "192.0.2.1:23 => drop"));
+    let o = fwc(&["test", ok.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("2 passed, 0 failed"));
+}
+
+#[test]
+fn explain_shows_each_rule_hit_with_its_line() {
+    let o = fwc(&[
+        "explain",
+        "examples/language.fw",
+        "forward udp 10.1.2.3:5353 -> 198.51.100.9:53 iif eth1 oif eth0",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("examples/language.fw:26"), "{out}");
+    assert!(out.contains("iif eth1 oif eth0 ip saddr $lan accept;"), "{out}");
+    assert!(out.contains("verdict: accept"), "{out}");
+    let o = fwc(&["explain", "examples/language.fw", "sideways tcp 1.2.3.4:1 -> 5.6.7.8:2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("<query>"), "{}", text(&o.stderr));
+}
