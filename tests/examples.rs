@@ -21,7 +21,11 @@ fn every_example_checks_without_warnings_and_its_tests_pass() {
         let c = fwc_compiler::compile_path(&f).unwrap();
         assert!(c.diags.is_empty(), "{}: {:#?}", f.display(), c.diags);
         let checked = c.checked.as_ref().unwrap();
-        assert!(!checked.tests.is_empty(), "{} has no test lines", f.display());
+        assert!(
+            !checked.tests.is_empty(),
+            "{} has no test lines",
+            f.display()
+        );
         let results = testrun::run_tests(checked);
         let failed: Vec<_> = results
             .iter()
@@ -31,7 +35,11 @@ fn every_example_checks_without_warnings_and_its_tests_pass() {
         assert!(failed.is_empty(), "{}: {failed:#?}", f.display());
         // only the LANGUAGE.md program has an assert (not provable yet: `fwc test` fails it)
         let name = f.file_name().unwrap().to_string_lossy();
-        assert_eq!(checked.asserts.len(), usize::from(name == "language.fw"), "{name}");
+        assert_eq!(
+            checked.asserts.len(),
+            usize::from(name == "language.fw"),
+            "{name}"
+        );
     }
 }
 

@@ -40,14 +40,20 @@ fn drop_and_reject_end_the_packet() {
     assert_eq!(o.trace.len(), 1, "security never runs");
     assert_eq!(fate(&c, "input udp 198.51.100.7:5 -> 192.0.2.1:53"), "drop");
     let c = program("table filter { chain input { reject; } }");
-    assert_eq!(query(&c, IN_SSH).fate, Fate::Reject(RejectKind::IcmpUnreach(3)));
+    assert_eq!(
+        query(&c, IN_SSH).fate,
+        Fate::Reject(RejectKind::IcmpUnreach(3))
+    );
 }
 
 #[test]
 fn policies_apply_when_the_base_chain_ends() {
     let c = program("table filter { chain input policy drop { tcp dport 80 accept; } }");
     assert_eq!(fate(&c, IN_SSH), "drop");
-    assert_eq!(fate(&c, "input tcp 198.51.100.7:40000 -> 192.0.2.1:80"), "accept");
+    assert_eq!(
+        fate(&c, "input tcp 198.51.100.7:40000 -> 192.0.2.1:80"),
+        "accept"
+    );
     let c = program("table filter { chain input { tcp dport 80 drop; } }");
     assert_eq!(fate(&c, IN_SSH), "accept", "the default policy is accept");
 }
@@ -71,7 +77,10 @@ fn jump_returns_and_goto_does_not() {
     // falling off `j` returns to the rule after the jump
     assert_eq!(fate(&c, IN_SSH), "accept");
     // falling off `g` (reached by goto) ends the base chain: its policy
-    let o = query(&c, "forward tcp 198.51.100.7:1 -> 203.0.113.5:22 iif eth0 oif eth1");
+    let o = query(
+        &c,
+        "forward tcp 198.51.100.7:1 -> 203.0.113.5:22 iif eth0 oif eth1",
+    );
     assert_eq!(o.fate, Fate::Drop);
     assert_eq!(o.packet.mark, 2);
     assert_eq!(o.trace.last().unwrap().action, "policy drop");
@@ -94,7 +103,10 @@ fn return_goes_back_to_the_caller_and_in_a_base_chain_applies_the_policy() {
     // non-ssh: inner drops
     assert_eq!(fate(&c, "input tcp 198.51.100.7:1 -> 192.0.2.1:80"), "drop");
     // return in a base chain: the policy
-    assert_eq!(fate(&c, "forward udp 198.51.100.7:1 -> 203.0.113.5:53"), "drop");
+    assert_eq!(
+        fate(&c, "forward udp 198.51.100.7:1 -> 203.0.113.5:53"),
+        "drop"
+    );
 }
 
 #[test]
@@ -106,7 +118,10 @@ fn goto_then_return_goes_to_the_last_jump() {
     );
     let o = query(&c, IN_SSH);
     assert_eq!(o.fate, Fate::Accept);
-    assert_eq!(o.packet.mark, 5, "b returns past a's remaining rules, to input");
+    assert_eq!(
+        o.packet.mark, 5,
+        "b returns past a's remaining rules, to input"
+    );
 }
 
 #[test]
@@ -115,8 +130,20 @@ fn marks_are_seen_downstream() {
         "table mangle { chain prerouting { iif eth0 mark set 0x42; } }
          table filter { chain forward policy drop { mark 0x42 accept; } }",
     );
-    assert_eq!(fate(&c, "forward tcp 198.51.100.7:1 -> 203.0.113.5:80 iif eth0 oif eth1"), "accept");
-    assert_eq!(fate(&c, "forward tcp 198.51.100.7:1 -> 203.0.113.5:80 iif eth1 oif eth0"), "drop");
+    assert_eq!(
+        fate(
+            &c,
+            "forward tcp 198.51.100.7:1 -> 203.0.113.5:80 iif eth0 oif eth1"
+        ),
+        "accept"
+    );
+    assert_eq!(
+        fate(
+            &c,
+            "forward tcp 198.51.100.7:1 -> 203.0.113.5:80 iif eth1 oif eth0"
+        ),
+        "drop"
+    );
 }
 
 #[test]
@@ -134,13 +161,25 @@ fn dnat_is_seen_by_filter_and_snat_rewrites_on_the_way_out() {
             }
          }",
     );
-    let o = query(&c, "forward tcp 198.51.100.7:40000 -> 203.0.113.2:8080 iif eth0 oif eth1");
+    let o = query(
+        &c,
+        "forward tcp 198.51.100.7:40000 -> 203.0.113.2:8080 iif eth0 oif eth1",
+    );
     assert_eq!(o.fate, Fate::Accept);
-    assert_eq!((o.packet.daddr, o.packet.dport), (u32::from(Ipv4Addr::new(10, 0, 0, 5)), 80));
-    let o = query(&c, "forward udp 10.0.0.9:5353 -> 198.51.100.53:53 iif eth1 oif eth0");
+    assert_eq!(
+        (o.packet.daddr, o.packet.dport),
+        (u32::from(Ipv4Addr::new(10, 0, 0, 5)), 80)
+    );
+    let o = query(
+        &c,
+        "forward udp 10.0.0.9:5353 -> 198.51.100.53:53 iif eth1 oif eth0",
+    );
     assert_eq!(o.fate, Fate::Accept);
     assert_eq!(o.packet.saddr, u32::from(Ipv4Addr::new(203, 0, 113, 2)));
-    assert_eq!(o.packet.sport, 5353, "the port is kept when no range is asked");
+    assert_eq!(
+        o.packet.sport, 5353,
+        "the port is kept when no range is asked"
+    );
 }
 
 #[test]
@@ -152,11 +191,20 @@ fn snat_port_range_and_redirect() {
             chain postrouting { udp snat to 192.0.2.10:1024-2047; }
          }",
     );
-    let o = query(&c, "forward udp 10.0.0.9:53 -> 198.51.100.53:53 iif eth1 oif eth0");
+    let o = query(
+        &c,
+        "forward udp 10.0.0.9:53 -> 198.51.100.53:53 iif eth1 oif eth0",
+    );
     assert_eq!(o.packet.saddr, u32::from(Ipv4Addr::new(192, 0, 2, 10)));
-    assert_eq!(o.packet.sport, 1024, "a port outside the range is mapped into it");
+    assert_eq!(
+        o.packet.sport, 1024,
+        "a port outside the range is mapped into it"
+    );
     let o = query(&c, "input tcp 10.0.0.9:5000 -> 198.51.100.80:80 iif eth1");
-    assert_eq!((o.packet.daddr, o.packet.dport), (u32::from(Ipv4Addr::new(10, 0, 0, 1)), 3128));
+    assert_eq!(
+        (o.packet.daddr, o.packet.dport),
+        (u32::from(Ipv4Addr::new(10, 0, 0, 1)), 3128)
+    );
 }
 
 #[test]
@@ -182,9 +230,19 @@ fn nat_table_only_sees_new_connections() {
         "table nat { chain prerouting { tcp dport 8080 dnat to 10.0.0.5:80; } }
          table filter { chain input policy accept { tcp dport 80 drop; } }",
     );
-    assert_eq!(fate(&c, "input tcp 198.51.100.7:1 -> 192.0.2.1:8080"), "drop");
-    let o = query(&c, "input tcp 198.51.100.7:1 -> 192.0.2.1:8080 ct state established");
-    assert_eq!(o.fate, Fate::Accept, "established packets skip the nat chains");
+    assert_eq!(
+        fate(&c, "input tcp 198.51.100.7:1 -> 192.0.2.1:8080"),
+        "drop"
+    );
+    let o = query(
+        &c,
+        "input tcp 198.51.100.7:1 -> 192.0.2.1:8080 ct state established",
+    );
+    assert_eq!(
+        o.fate,
+        Fate::Accept,
+        "established packets skip the nat chains"
+    );
     assert_eq!(o.packet.dport, 8080);
 }
 
@@ -198,13 +256,23 @@ fn notrack_makes_the_packet_untracked_downstream() {
     let o = query(&c, "input udp 198.51.100.7:1 -> 192.0.2.1:53");
     assert_eq!(o.fate, Fate::Accept);
     assert_eq!(o.packet.ct, ct::UNTRACKED);
-    assert_eq!(o.packet.daddr, u32::from(Ipv4Addr::new(192, 0, 2, 1)), "untracked packets are not NATed");
+    assert_eq!(
+        o.packet.daddr,
+        u32::from(Ipv4Addr::new(192, 0, 2, 1)),
+        "untracked packets are not NATed"
+    );
 }
 
 #[test]
 fn queue_ends_the_packet() {
     let c = program("table filter { chain input { tcp dport 22 queue num 4 bypass; accept; } }");
-    assert_eq!(query(&c, IN_SSH).fate, Fate::Queue { num: 4, bypass: true });
+    assert_eq!(
+        query(&c, IN_SSH).fate,
+        Fate::Queue {
+            num: 4,
+            bypass: true
+        }
+    );
 }
 
 #[test]
@@ -233,8 +301,14 @@ fn negations_and_absent_fields() {
         } }",
     );
     assert_eq!(fate(&c, IN_SSH), "drop");
-    assert_eq!(fate(&c, "input tcp 1.2.3.4:1 -> 192.0.2.1:80 iif eth0"), "accept");
-    assert_eq!(fate(&c, "input tcp 1.2.3.4:1 -> 192.0.2.1:80 iif lo"), "drop");
+    assert_eq!(
+        fate(&c, "input tcp 1.2.3.4:1 -> 192.0.2.1:80 iif eth0"),
+        "accept"
+    );
+    assert_eq!(
+        fate(&c, "input tcp 1.2.3.4:1 -> 192.0.2.1:80 iif lo"),
+        "drop"
+    );
     assert_eq!(fate(&c, "input icmp 1.2.3.4 -> 192.0.2.1"), "accept");
     assert_eq!(fate(&c, "input icmp 10.2.3.4 -> 192.0.2.1"), "drop");
 }
@@ -242,10 +316,20 @@ fn negations_and_absent_fields() {
 #[test]
 fn interface_wildcards_and_sets() {
     let c = program("table filter { chain input policy drop { iif { eth*, wg0 } accept; } }");
-    assert_eq!(fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2 iif eth3"), "accept");
-    assert_eq!(fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2 iif wg0"), "accept");
+    assert_eq!(
+        fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2 iif eth3"),
+        "accept"
+    );
+    assert_eq!(
+        fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2 iif wg0"),
+        "accept"
+    );
     assert_eq!(fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2 iif wg1"), "drop");
-    assert_eq!(fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2"), "drop", "no interface matches no name");
+    assert_eq!(
+        fate(&c, "input udp 1.2.3.4:1 -> 5.6.7.8:2"),
+        "drop",
+        "no interface matches no name"
+    );
 }
 
 #[test]
@@ -257,7 +341,10 @@ fn tcp_flags_and_ct_state() {
         } }",
     );
     assert_eq!(fate(&c, IN_SSH), "drop", "a new connection's SYN");
-    assert_eq!(fate(&c, &format!("{IN_SSH} ct state established")), "accept");
+    assert_eq!(
+        fate(&c, &format!("{IN_SSH} ct state established")),
+        "accept"
+    );
     assert_eq!(fate(&c, &format!("{IN_SSH} flags syn,ack")), "accept");
     assert_eq!(fate(&c, &format!("{IN_SSH} ct state invalid")), "drop");
 }
@@ -270,7 +357,15 @@ fn the_trace_names_each_rule_and_the_deciding_one() {
     );
     let o = query(&c, IN_SSH);
     let actions: Vec<&str> = o.trace.iter().map(|s| s.action.as_str()).collect();
-    assert_eq!(actions, vec!["counter", "jump log-it", "log level warn prefix \"x \"", "accept"]);
+    assert_eq!(
+        actions,
+        vec![
+            "counter",
+            "jump log-it",
+            "log level warn prefix \"x \"",
+            "accept"
+        ]
+    );
     assert_eq!(o.deciding_rule, o.trace.last().unwrap().rule);
 }
 
@@ -298,4 +393,41 @@ fn limit_matches_on_a_fresh_bucket_and_over_does_not() {
         } }",
     );
     assert_eq!(fate(&c, IN_SSH), "accept");
+}
+
+#[test]
+fn too_many_random_matches_is_an_error_never_a_pass() {
+    let mut src = String::from("table filter { chain input { statistic probability 0.5 drop;");
+    for _ in 0..12 {
+        src.push_str(" statistic probability 0.5 counter;");
+    }
+    src.push_str(" } }");
+    let c = program(&src);
+    let p = &c.checked.as_ref().unwrap().program;
+    let pkt = interp::Packet::default();
+    let e = interp::run_all_outcomes(p, PathKind::Input, &pkt, 12).unwrap_err();
+    assert!(e.to_string().contains("more than 12"), "{e}");
+    // with 11 more it is enumerated, and the drop outcome is found
+    let src = src.replacen(" statistic probability 0.5 counter;", "", 1);
+    let c = program(&src);
+    let all = interp::run_all_outcomes(
+        &c.checked.as_ref().unwrap().program,
+        PathKind::Input,
+        &pkt,
+        12,
+    )
+    .unwrap();
+    assert!(all.iter().any(|(_, o)| o.fate == Fate::Drop));
+    assert!(all.iter().any(|(_, o)| o.fate == Fate::Accept));
+    // certain coins (p = 0 or 1) are not random and cost nothing
+    let c = program("table filter { chain input { statistic probability 1 drop; accept; } }");
+    let all = interp::run_all_outcomes(
+        &c.checked.as_ref().unwrap().program,
+        PathKind::Input,
+        &pkt,
+        0,
+    )
+    .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.fate, Fate::Drop);
 }

@@ -40,11 +40,21 @@ fn one_instance_per_argument_list() {
 fn hooks_in_priority_order() {
     let c = compile_rel("ir/hooks_and_nat.fw");
     let p = &c.checked.unwrap().program;
-    let pre: Vec<_> = p.hooks[ir::Hook::Prerouting.index()].iter().map(|e| e.table).collect();
+    let pre: Vec<_> = p.hooks[ir::Hook::Prerouting.index()]
+        .iter()
+        .map(|e| e.table)
+        .collect();
     assert_eq!(pre, vec![ir::Table::Raw, ir::Table::Mangle, ir::Table::Nat]);
-    let input: Vec<_> = p.hooks[ir::Hook::Input.index()].iter().map(|e| (e.table, e.priority)).collect();
+    let input: Vec<_> = p.hooks[ir::Hook::Input.index()]
+        .iter()
+        .map(|e| (e.table, e.priority))
+        .collect();
     assert_eq!(
         input,
-        vec![(ir::Table::Filter, 0), (ir::Table::Security, 50), (ir::Table::Nat, 100)]
+        vec![
+            (ir::Table::Filter, 0),
+            (ir::Table::Security, 50),
+            (ir::Table::Nat, 100)
+        ]
     );
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Compiles a file given relative to the tests directory (so names in output are stable).
@@ -27,10 +30,15 @@ pub fn compile_str(text: &str) -> Compilation {
 /// All diagnostics rendered for a terminal without colour, as a UI snapshot holds them.
 pub fn render_all(c: &Compilation) -> String {
     let mut out = String::new();
+    let mut r = diag::HumanRenderer::new(&c.loaded.sm, false);
     for d in &c.diags {
-        out.push_str(&diag::render_human(d, &c.loaded.sm, false));
+        out.push_str(&r.render(d));
     }
-    let errors = c.diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = c
+        .diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = c.warning_count();
     out.push_str(&format!("= {errors} error(s), {warnings} warning(s)\n"));
     out

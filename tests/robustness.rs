@@ -6,17 +6,119 @@ use fwc_tests::root;
 use proptest::prelude::*;
 
 const VOCAB: &[&str] = &[
-    "table", "filter", "nat", "raw", "mangle", "chain", "input", "forward", "output", "prerouting",
-    "postrouting", "policy", "accept", "drop", "reject", "with", "tcp-reset", "icmp", "tcp", "udp",
-    "ip", "ip6", "saddr", "daddr", "protocol", "sport", "dport", "flags", "type", "echo-request",
-    "ct", "state", "new", "established", "mark", "set", "statistic", "probability", "limit",
-    "burst", "vmap", "jump", "goto", "return", "queue", "num", "bypass", "counter", "log", "level",
-    "prefix", "audit", "ttl", "notrack", "snat", "dnat", "masquerade", "redirect", "to", "random",
-    "persistent", "define", "include", "service", "virtual", "scheduler", "real", "weight", "test",
-    "assert", "never", "always", "as", "interface", "address", "iif", "oif", "lo", "eth0", "eth*",
-    "x", "{", "}", "(", ")", "<", ">", ";", ",", ":", "/", "-", "->", "=>", "=", "!=", "$x", "$y",
-    "10.0.0.1", "10.0.0.0/8", "10.0.0.0/40", "999.1.1.1", "fe80::1", "22", "0x10", "70000",
-    "0.5", "\"s\"", "\"unterminated", "10/second", "#c\n", "@", "std/services.fw",
+    "table",
+    "filter",
+    "nat",
+    "raw",
+    "mangle",
+    "chain",
+    "input",
+    "forward",
+    "output",
+    "prerouting",
+    "postrouting",
+    "policy",
+    "accept",
+    "drop",
+    "reject",
+    "with",
+    "tcp-reset",
+    "icmp",
+    "tcp",
+    "udp",
+    "ip",
+    "ip6",
+    "saddr",
+    "daddr",
+    "protocol",
+    "sport",
+    "dport",
+    "flags",
+    "type",
+    "echo-request",
+    "ct",
+    "state",
+    "new",
+    "established",
+    "mark",
+    "set",
+    "statistic",
+    "probability",
+    "limit",
+    "burst",
+    "vmap",
+    "jump",
+    "goto",
+    "return",
+    "queue",
+    "num",
+    "bypass",
+    "counter",
+    "log",
+    "level",
+    "prefix",
+    "audit",
+    "ttl",
+    "notrack",
+    "snat",
+    "dnat",
+    "masquerade",
+    "redirect",
+    "to",
+    "random",
+    "persistent",
+    "define",
+    "include",
+    "service",
+    "virtual",
+    "scheduler",
+    "real",
+    "weight",
+    "test",
+    "assert",
+    "never",
+    "always",
+    "as",
+    "interface",
+    "address",
+    "iif",
+    "oif",
+    "lo",
+    "eth0",
+    "eth*",
+    "x",
+    "{",
+    "}",
+    "(",
+    ")",
+    "<",
+    ">",
+    ";",
+    ",",
+    ":",
+    "/",
+    "-",
+    "->",
+    "=>",
+    "=",
+    "!=",
+    "$x",
+    "$y",
+    "10.0.0.1",
+    "10.0.0.0/8",
+    "10.0.0.0/40",
+    "999.1.1.1",
+    "fe80::1",
+    "22",
+    "0x10",
+    "70000",
+    "0.5",
+    "\"s\"",
+    "\"unterminated",
+    "10/second",
+    "#c\n",
+    "@",
+    "std/services.fw",
 ];
 
 fn soup() -> impl Strategy<Value = String> {
@@ -76,7 +178,9 @@ fn every_truncation_of_the_examples_never_panics() {
     let mut n = 0;
     for s in &srcs {
         // every cut point in the first 400 bytes, then every 7th
-        let cuts = (0..s.len()).filter(|i| *i < 400 || i % 7 == 0).filter(|i| s.is_char_boundary(*i));
+        let cuts = (0..s.len())
+            .filter(|i| *i < 400 || i % 7 == 0)
+            .filter(|i| s.is_char_boundary(*i));
         for i in cuts {
             compile(&s[..i]);
             n += 1;
@@ -96,4 +200,12 @@ fn spliced_programs_never_panic() {
             compile(&format!("{}{}", &a[..ca], &b[cb..]));
         }
     }
+}
+
+#[test]
+fn deeply_nested_sets_are_an_error_not_a_stack_overflow() {
+    let src = format!("define x = {}1{};", "{".repeat(2000), "}".repeat(2000));
+    let files = MemFiles::default();
+    let c = fwc_compiler::compile_source("deep.fw", &src, &files);
+    assert_eq!(fwc_tests::codes(&c), vec!["FW0063"]);
 }

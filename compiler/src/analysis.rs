@@ -124,7 +124,7 @@ fn pat_covers(e: &IfName, r: &IfName) -> bool {
     }
 }
 
-fn pat_overlap(a: &IfName, b: &IfName) -> bool {
+pub(crate) fn pat_overlap(a: &IfName, b: &IfName) -> bool {
     pat_covers(a, b)
         || pat_covers(b, a)
         || (a.wildcard
@@ -250,11 +250,10 @@ impl RuleBox {
         if e.stateful {
             return false;
         }
-        for i in 0..7 {
-            if let Some(es) = &e.num[i] {
-                let full = IntervalSet::full(FIELDS[i].max_value());
-                let rs = self.num[i].as_ref().unwrap_or(&full);
-                if !rs.is_subset(es) {
+        for ((field, rs), es) in FIELDS.iter().zip(&self.num).zip(&e.num) {
+            if let Some(es) = es {
+                let full = IntervalSet::full(field.max_value());
+                if !rs.as_ref().unwrap_or(&full).is_subset(es) {
                     return false;
                 }
             }
@@ -299,11 +298,28 @@ fn span_of(l: Loc) -> Span {
     }
 }
 
+/// A narrowing key for one dimension: the exact value, or "anything else".
+type Key = Option<u32>;
+
+/// (masked saddr, masked daddr, protocol key, dport key) -> rule positions.
+type Buckets = HashMap<(u32, u32, Key, Key), Vec<usize>>;
+
+/// The exact value of a dimension, when the rule pins it to one.
+fn exact(s: Option<&IntervalSet>) -> Key {
+    match s {
+        Some(s) if s.0.len() == 1 && s.0[0].0 == s.0[0].1 => Some(s.0[0].0),
+        _ => None,
+    }
+}
+
 /// Tuple-space index over terminating rules: (saddr prefix len, daddr prefix len) ->
-/// (masked saddr, masked daddr) -> rule positions in the chain.
+/// (masked saddr, masked daddr, exact protocol, exact dport) -> rule positions in the chain.
+/// A rule E can contain R only if E's prefixes contain R's addresses, and E pins the
+/// protocol (or dport) only to a value R is pinned to as well; so a lookup visits at most
+/// four keys per prefix-length pair, and [`RuleBox::within`] decides.
 #[derive(Default)]
 struct Index {
-    tuples: HashMap<(u8, u8), HashMap<(u32, u32), Vec<usize>>>,
+    tuples: HashMap<(u8, u8), Buckets>,
     general: Vec<usize>,
 }
 
@@ -324,6 +340,9 @@ fn as_prefix(s: Option<&IntervalSet>) -> Option<(u8, u32)> {
     Some((len, lo))
 }
 
+const PROTO: usize = 2;
+const DPORT: usize = 4;
+
 impl Index {
     fn insert(&mut self, i: usize, b: &RuleBox) {
         let s = as_prefix(b.num[0].as_ref());
@@ -333,7 +352,12 @@ impl Index {
                 .tuples
                 .entry((ls, ld))
                 .or_default()
-                .entry((vs, vd))
+                .entry((
+                    vs,
+                    vd,
+                    exact(b.num[PROTO].as_ref()),
+                    exact(b.num[DPORT].as_ref()),
+                ))
                 .or_default()
                 .push(i),
             _ => self.general.push(i),
@@ -350,13 +374,29 @@ impl Index {
         ) else {
             return;
         };
+        let protos = [None, exact(b.num[PROTO].as_ref())];
+        let dports = [None, exact(b.num[DPORT].as_ref())];
+        let protos = if protos[1].is_some() {
+            &protos[..]
+        } else {
+            &protos[..1]
+        };
+        let dports = if dports[1].is_some() {
+            &dports[..]
+        } else {
+            &dports[..1]
+        };
         for (&(ls, ld), map) in &self.tuples {
             let (ms, md) = (prefix_mask(ls), prefix_mask(ld));
             if s0 & ms != s1 & ms || d0 & md != d1 & md {
                 continue;
             }
-            if let Some(v) = map.get(&(s0 & ms, d0 & md)) {
-                out.extend_from_slice(v);
+            for &p in protos {
+                for &dp in dports {
+                    if let Some(v) = map.get(&(s0 & ms, d0 & md, p, dp)) {
+                        out.extend_from_slice(v);
+                    }
+                }
             }
         }
     }
@@ -416,6 +456,15 @@ pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
                         } else {
                             d.help("move it above the earlier rule, or remove it")
                         };
+                        if let ChainKind::Sub { args } = &c.kind {
+                            if !args.is_empty() {
+                                d = d.note(format!(
+                                    "this is so when `{}` is called as `{}`",
+                                    c.name,
+                                    c.display_name()
+                                ));
+                            }
+                        }
                         out.push(d);
                     }
                 }

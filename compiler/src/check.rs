@@ -511,6 +511,7 @@ impl<'a> Checker<'a> {
                 }
             },
             ExprKind::Ident(n) => known(Ty::Name, Value::Name(n.clone())),
+            ExprKind::Error => None,
             ExprKind::Var(name) => {
                 if let Some((_, ty)) = scope.iter().find(|(n, _)| n == name) {
                     return ty.clone().map(|ty| TV { ty, val: None });
@@ -536,6 +537,16 @@ impl<'a> Checker<'a> {
                 let mut vals = Some(Vec::new());
                 let mut ok = true;
                 for el in elems {
+                    if matches!(el.kind, ExprKind::Set(_)) {
+                        // a literal set inside a set: reported without descending into it
+                        self.err(
+                            Diagnostic::error("FW0063", "sets cannot contain sets")
+                                .primary(el.span, "a set inside a set")
+                                .help("list the elements directly"),
+                        );
+                        ok = false;
+                        continue;
+                    }
                     let Some(tv) = self.expr(el, scope) else {
                         ok = false;
                         continue;
@@ -876,13 +887,19 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
-            if let StmtKind::Reject(Some(ast::RejectWith::Named(n))) = &s.kind {
-                if n.name == "tcp-reset" && protos.first().map(|(p, _)| *p) != Some(6) {
-                    self.err(
-                        Diagnostic::error("FW0036", "`reject with tcp-reset` needs a TCP match")
-                            .primary(n.span, "only TCP segments can be answered with a reset")
-                            .help("add `tcp` (or `tcp dport ...`) to the rule, or reject with an ICMP error"),
-                    );
+            let mut verdicts = vec![s];
+            if let StmtKind::Vmap { arms, .. } = &s.kind {
+                verdicts.extend(arms.iter().map(|a| &a.verdict));
+            }
+            for v in verdicts {
+                if let StmtKind::Reject(Some(ast::RejectWith::Named(n))) = &v.kind {
+                    if n.name == "tcp-reset" && protos.first().map(|(p, _)| *p) != Some(6) {
+                        self.err(
+                            Diagnostic::error("FW0036", "`reject with tcp-reset` needs a TCP match")
+                                .primary(n.span, "only TCP segments can be answered with a reset")
+                                .help("add `tcp` (or `tcp dport ...`) to the rule, or reject with an ICMP error"),
+                        );
+                    }
                 }
             }
         }
@@ -1012,17 +1029,20 @@ impl<'a> Checker<'a> {
                                     let mut flat = Vec::new();
                                     v.flatten_into(&mut flat);
                                     for n in flat {
-                                        let n = n.to_string();
-                                        if let Some((_, prev)) = names.iter().find(|(x, _)| *x == n)
-                                        {
+                                        let n = match n {
+                                            Value::Name(x) | Value::Str(x) => x,
+                                            o => o.to_string(),
+                                        };
+                                        let pat = IfName::parse(&n);
+                                        if let Some((_, prev)) = names.iter().find(|(x, _)| {
+                                            crate::analysis::pat_overlap(&IfName::parse(x), &pat)
+                                        }) {
                                             let prev = *prev;
                                             self.err(
-                                                Diagnostic::error(
-                                                    "FW0062",
-                                                    "verdict map keys overlap",
-                                                )
-                                                .primary(a.key.span, "this key")
-                                                .secondary(prev, "repeats this one"),
+                                                Diagnostic::error("FW0062", "verdict map keys overlap")
+                                                    .primary(a.key.span, "this key")
+                                                    .secondary(prev, "overlaps this one")
+                                                    .note("an interface must select at most one verdict; make the names disjoint"),
                                             );
                                         }
                                         names.push((n, a.key.span));
@@ -1234,11 +1254,11 @@ impl<'a> Checker<'a> {
                                 c.name.name, t.name.name
                             ),
                         );
-                        for (n, s) in cyc.iter().take(cyc.len() - 1).skip(1) {
-                            d = d.secondary(
-                                *s,
-                                format!("called from here (in the chain before `{n}`)"),
-                            );
+                        // each entry is a chain and its call to the next chain of the cycle
+                        for i in 0..cyc.len() - 1 {
+                            let (n, s) = cyc[i];
+                            let next = cyc[i + 1].0;
+                            d = d.secondary(s, format!("`{n}` calls `{next}` here"));
                         }
                         d = d.note("a subchain may not call itself, directly or through others: the kernel rejects such loops");
                         this.err(d);
@@ -1366,8 +1386,20 @@ impl<'a> Checker<'a> {
             for e in &s.entries {
                 match e {
                     ast::ServiceEntry::Virtual {
-                        addr, port, span, ..
+                        proto,
+                        addr,
+                        port,
+                        span,
                     } => {
+                        if *proto == L4::Icmp {
+                            self.err(
+                                Diagnostic::error("FW0080", "a virtual service is TCP or UDP")
+                                    .primary(
+                                        *span,
+                                        "IPVS balances TCP and UDP connections, not ICMP",
+                                    ),
+                            );
+                        }
                         if let Some(prev) = virt {
                             self.err(
                                 Diagnostic::error("FW0080", "a service has one virtual address")
@@ -1864,13 +1896,16 @@ fn signature(decl: &ChainDecl, params: &[(String, Option<Ty>)]) -> String {
 
 // ------------------------------------------------------------------------ lowering
 
+/// A subchain instance waiting to be lowered: its id, declaration and argument values.
+type Pending<'a> = (ChainId, &'a ChainDecl, Vec<(String, Value)>);
+
 struct Lowerer<'c, 'a> {
     ck: &'c mut Checker<'a>,
     sm: &'a SourceMap,
     chains: Vec<Chain>,
     rule_locs: Vec<Loc>,
     instances: HashMap<(String, Vec<String>), ChainId>,
-    work: Vec<(ChainId, &'a ChainDecl, Vec<(String, Value)>)>,
+    work: Vec<Pending<'a>>,
 }
 
 impl<'c, 'a> Lowerer<'c, 'a> {
@@ -2423,6 +2458,17 @@ pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
         ck.define_value(&d.name.name, d.name.span);
     }
     ck.check_bodies();
+    // assert bodies are not proven yet, but their matches are checked like a rule's
+    for a in ck.asserts.clone() {
+        for l in &a.lines {
+            let r = ast::Rule {
+                matches: l.matches.clone(),
+                stmts: vec![],
+                span: l.span,
+            };
+            ck.check_rule(&r, &[]);
+        }
+    }
     let acyclic = ck.check_cycles();
     if acyclic {
         ck.check_legality();

@@ -169,74 +169,122 @@ pub fn code_info(code: &str) -> Option<&'static CodeInfo> {
     CODES.iter().find(|c| c.code == code)
 }
 
-/// Renders for a terminal with ariadne. `color` should be true only when writing to a tty.
-pub fn render_human(d: &Diagnostic, sm: &SourceMap, color: bool) -> String {
-    use ariadne::{Color, Config, IndexType, Label as ALabel, Report, ReportKind};
-    let kind = match d.severity {
-        Severity::Error => ReportKind::Error,
-        Severity::Warning => ReportKind::Warning,
-        Severity::Note => ReportKind::Advice,
-    };
-    let config = Config::default()
-        .with_color(color)
-        .with_index_type(IndexType::Byte);
-    let name = |s: Span| sm.get(s.file).name.clone();
-    let Some(main) = d.primary_span() else {
-        // no source location: a plain line, rustc style
-        let mut out = format!("{}[{}]: {}\n", d.severity.name(), d.code, d.message);
+/// The source texts ariadne draws from, indexed once per file rather than per diagnostic
+/// (a 100K-rule file with thousands of warnings would otherwise be re-indexed each time).
+struct SmCache<'s> {
+    sm: &'s SourceMap,
+    sources: std::collections::HashMap<String, ariadne::Source<&'s str>>,
+}
+
+impl<'s> ariadne::Cache<String> for SmCache<'s> {
+    type Storage = &'s str;
+
+    fn fetch(&mut self, id: &String) -> Result<&ariadne::Source<&'s str>, impl std::fmt::Debug> {
+        if !self.sources.contains_key(id) {
+            let Some((_, f)) = self.sm.files().find(|(_, f)| &f.name == id) else {
+                return Err(format!("no source named {id}"));
+            };
+            self.sources
+                .insert(id.clone(), ariadne::Source::from(f.text.as_str()));
+        }
+        self.sources
+            .get(id)
+            .ok_or_else(|| format!("no source named {id}"))
+    }
+
+    fn display<'a>(&self, id: &'a String) -> Option<impl std::fmt::Display + 'a> {
+        Some(id.clone())
+    }
+}
+
+/// Renders diagnostics for a terminal with ariadne. `color` should be true only when writing
+/// to a tty. Keep one renderer for a batch of diagnostics.
+pub struct HumanRenderer<'s> {
+    cache: SmCache<'s>,
+    color: bool,
+}
+
+impl<'s> HumanRenderer<'s> {
+    pub fn new(sm: &'s SourceMap, color: bool) -> HumanRenderer<'s> {
+        HumanRenderer {
+            cache: SmCache {
+                sm,
+                sources: Default::default(),
+            },
+            color,
+        }
+    }
+
+    pub fn render(&mut self, d: &Diagnostic) -> String {
+        use ariadne::{Color, Config, IndexType, Label as ALabel, Report, ReportKind};
+        let sm = self.cache.sm;
+        let color = self.color;
+        let plain = || {
+            let mut out = format!("{}[{}]: {}\n", d.severity.name(), d.code, d.message);
+            for n in &d.notes {
+                let _ = writeln!(out, "  = note: {n}");
+            }
+            for h in &d.help {
+                let _ = writeln!(out, "  = help: {h}");
+            }
+            out
+        };
+        let Some(main) = d.primary_span() else {
+            // no source location: plain lines, rustc style
+            return plain();
+        };
+        let kind = match d.severity {
+            Severity::Error => ReportKind::Error,
+            Severity::Warning => ReportKind::Warning,
+            Severity::Note => ReportKind::Advice,
+        };
+        let config = Config::default()
+            .with_color(color)
+            .with_index_type(IndexType::Byte);
+        let name = |s: Span| sm.get(s.file).name.clone();
+        let mut b = Report::build(kind, (name(main), main.range()))
+            .with_config(config)
+            .with_code(d.code)
+            .with_message(&d.message);
+        // ariadne starts a new snippet whenever a label lies above the previous one: give it
+        // the labels in file order so that one file reads as one snippet
+        let mut labels: Vec<&Label> = d.labels.iter().collect();
+        labels.sort_by_key(|l| (l.span.file, l.span.start));
+        for l in labels {
+            let mut lab = ALabel::new((name(l.span), l.span.range()));
+            if !l.message.is_empty() {
+                lab = lab.with_message(&l.message);
+            }
+            if color {
+                lab = lab.with_color(if l.primary {
+                    match d.severity {
+                        Severity::Error => Color::Red,
+                        Severity::Warning => Color::Yellow,
+                        Severity::Note => Color::Cyan,
+                    }
+                } else {
+                    Color::Blue
+                });
+            }
+            b = b.with_label(lab);
+        }
         for n in &d.notes {
-            let _ = writeln!(out, "  = note: {n}");
+            b = b.with_note(n);
         }
         for h in &d.help {
-            let _ = writeln!(out, "  = help: {h}");
+            b = b.with_help(h);
         }
-        return out;
-    };
-    let mut b = Report::build(kind, (name(main), main.range()))
-        .with_config(config)
-        .with_code(d.code)
-        .with_message(&d.message);
-    // ariadne starts a new snippet whenever a label lies above the previous one: give it the
-    // labels in file order so that one file reads as one snippet
-    let mut labels: Vec<&Label> = d.labels.iter().collect();
-    labels.sort_by_key(|l| (l.span.file, l.span.start));
-    for l in labels {
-        let mut lab = ALabel::new((name(l.span), l.span.range()));
-        if !l.message.is_empty() {
-            lab = lab.with_message(&l.message);
+        let mut buf = Vec::new();
+        if b.finish().write(&mut self.cache, &mut buf).is_err() {
+            return plain();
         }
-        if color {
-            lab = lab.with_color(if l.primary {
-                match d.severity {
-                    Severity::Error => Color::Red,
-                    Severity::Warning => Color::Yellow,
-                    Severity::Note => Color::Cyan,
-                }
-            } else {
-                Color::Blue
-            });
-        }
-        b = b.with_label(lab);
+        String::from_utf8_lossy(&buf).into_owned()
     }
-    for n in &d.notes {
-        b = b.with_note(n);
-    }
-    for h in &d.help {
-        b = b.with_help(h);
-    }
-    let report = b.finish();
-    let mut files: Vec<(String, String)> = Vec::new();
-    for l in &d.labels {
-        let f = sm.get(l.span.file);
-        if !files.iter().any(|(n, _)| n == &f.name) {
-            files.push((f.name.clone(), f.text.clone()));
-        }
-    }
-    let mut buf = Vec::new();
-    if report.write(ariadne::sources(files), &mut buf).is_err() {
-        return format!("{}[{}]: {}\n", d.severity.name(), d.code, d.message);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Renders one diagnostic for a terminal (see [`HumanRenderer`] for batches).
+pub fn render_human(d: &Diagnostic, sm: &SourceMap, color: bool) -> String {
+    HumanRenderer::new(sm, color).render(d)
 }
 
 #[derive(Serialize)]

@@ -202,10 +202,9 @@ impl Oracle for FreshOracle {
 }
 
 /// Replays a fixed sequence of `statistic` outcomes (then `false`), recording how many were
-/// asked for: used to enumerate every outcome of a packet's random matches.
+/// asked for (only coins with 0 < p < 1 count): used to enumerate every outcome of a packet's random matches.
 pub struct ScriptedOracle {
     pub script: Vec<bool>,
-    pub asked: usize,
     /// the rule of each coin asked for, and how it landed
     pub coins: Vec<(RuleId, bool)>,
 }
@@ -215,15 +214,14 @@ impl Oracle for ScriptedOracle {
         FreshOracle.limit(r, pred)
     }
     fn statistic(&mut self, rule: RuleId, p: f64) -> bool {
-        let i = self.asked;
-        self.asked += 1;
-        let hit = if p <= 0.0 {
-            false
-        } else if p >= 1.0 {
-            true
-        } else {
-            self.script.get(i).copied().unwrap_or(false)
-        };
+        let i = self.coins.len();
+        if p <= 0.0 {
+            return false;
+        }
+        if p >= 1.0 {
+            return true;
+        }
+        let hit = self.script.get(i).copied().unwrap_or(false);
         self.coins.push((rule, hit));
         hit
     }
@@ -287,6 +285,8 @@ const MAX_JUMP_DEPTH: usize = 64;
 pub enum InterpError {
     /// masquerade or redirect needs the address of an interface the program does not declare
     NoIfaceAddr { rule: RuleId, iface: Option<String> },
+    /// more `statistic` matches on the packet's way than can be enumerated
+    TooManyCoins { max: usize },
 }
 
 impl fmt::Display for InterpError {
@@ -295,6 +295,10 @@ impl fmt::Display for InterpError {
             InterpError::NoIfaceAddr { iface: Some(i), .. } => write!(
                 f,
                 "the rule needs the address of `{i}`: declare it with `interface {i} address ADDR;`"
+            ),
+            InterpError::TooManyCoins { max } => write!(
+                f,
+                "the packet meets more than {max} `statistic` matches: too many outcomes to check them all"
             ),
             InterpError::NoIfaceAddr { iface: None, .. } => write!(
                 f,
@@ -618,6 +622,9 @@ pub fn run(
     })
 }
 
+/// How the random matches of one run landed: each `statistic` rule met, and whether it matched.
+pub type Coins = Vec<(RuleId, bool)>;
+
 /// Every outcome of a packet over all results of its `statistic` matches (at most
 /// `2^max_coins` runs), each with how its coins landed (the rule of each, and whether it
 /// matched).
@@ -626,19 +633,23 @@ pub fn run_all_outcomes(
     path: PathKind,
     pkt: &Packet,
     max_coins: usize,
-) -> Result<Vec<(Vec<(RuleId, bool)>, Outcome)>, InterpError> {
+) -> Result<Vec<(Coins, Outcome)>, InterpError> {
     let mut out = Vec::new();
     let mut pending: Vec<Vec<bool>> = vec![vec![]];
     while let Some(script) = pending.pop() {
         let mut o = ScriptedOracle {
             script: script.clone(),
-            asked: 0,
             coins: vec![],
         };
         let res = run(p, path, pkt, &mut o)?;
         // coins beyond the script defaulted to false; branch on each of them as true
-        if o.asked > script.len() && o.asked <= max_coins {
-            for k in script.len()..o.asked {
+        // only coins that can go either way count against the budget
+        let random = o.coins.len();
+        if random > max_coins {
+            return Err(InterpError::TooManyCoins { max: max_coins });
+        }
+        if random > script.len() {
+            for k in script.len()..random {
                 let mut s = script.clone();
                 s.resize(k, false);
                 s.push(true);

@@ -854,10 +854,12 @@ pub fn fmt_stmt(p: &Program, s: &Stmt) -> String {
         Stmt::Accept => "accept".into(),
         Stmt::Drop => "drop".into(),
         Stmt::Reject(RejectKind::TcpReset) => "reject with tcp-reset".into(),
-        Stmt::Reject(RejectKind::IcmpUnreach(c)) => match crate::types::REJECT_CODES.iter().find(|(_, x)| x == c) {
-            Some((n, _)) => format!("reject with icmp {n}"),
-            None => format!("reject with icmp code {c}"),
-        },
+        Stmt::Reject(RejectKind::IcmpUnreach(c)) => {
+            match crate::types::REJECT_CODES.iter().find(|(_, x)| x == c) {
+                Some((n, _)) => format!("reject with icmp {n}"),
+                None => format!("reject with icmp code {c}"),
+            }
+        }
         Stmt::Return => "return".into(),
         Stmt::Jump(c) => format!("jump {}", chain(c)),
         Stmt::Goto(c) => format!("goto {}", chain(c)),

@@ -81,9 +81,9 @@ pub fn syntax_diagnostic(e: &SyntaxError, file: FileId, sm: &SourceMap) -> Diagn
         SyntaxErrorKind::MissingSemi { before } => {
             let next = Span::new(file, *before, *before);
             let _ = next;
-            Diagnostic::error("FW0002", "expected `;` at the end of the line")
+            Diagnostic::error("FW0002", "expected `;`")
                 .primary(span, "add `;` here")
-                .note("every rule, define and statement line ends with `;`")
+                .note("every rule and every item that is not a `{ }` block ends with `;`")
         }
         SyntaxErrorKind::UnexpectedEof { expected } => {
             let d = Diagnostic::error("FW0004", "unexpected end of file")
@@ -194,8 +194,9 @@ impl Ctx<'_> {
             (key, path.display().to_string(), Some(path), None)
         };
         if let Some(pos) = self.stack.iter().position(|(k, _, _)| *k == key) {
-            let mut d = Diagnostic::error("FW0011", format!("include cycle through `{}`", inc.path))
-                .primary(inc.path_span, "this include closes the cycle");
+            let mut d =
+                Diagnostic::error("FW0011", format!("include cycle through `{}`", inc.path))
+                    .primary(inc.path_span, "this include closes the cycle");
             for (_, _, via) in self.stack[pos + 1..].iter() {
                 if let Some(s) = via {
                     d = d.secondary(*s, "included from here");

@@ -91,14 +91,16 @@ struct Out {
 impl Out {
     fn diags(&self, diags: &[Diagnostic], sm: &SourceMap) {
         let stderr = std::io::stderr();
-        let mut e = stderr.lock();
+        let mut e = std::io::BufWriter::new(stderr.lock());
+        let mut human = diag::HumanRenderer::new(sm, self.color);
         for d in diags {
             let text = match self.format {
-                Format::Human => diag::render_human(d, sm, self.color),
+                Format::Human => human.render(d),
                 Format::Json => format!("{}\n", diag::render_json(d, sm)),
             };
             let _ = e.write_all(text.as_bytes());
         }
+        let _ = e.flush();
     }
 
     fn summary(&self, c: &Compilation) {
@@ -159,6 +161,19 @@ fn compile(out: &Out, file: &Path) -> Result<Compilation, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // deeply nested input must give a diagnostic, not a stack overflow: run on a thread with
+    // a large stack (reserved, not committed, until used), as rustc does
+    match std::thread::Builder::new()
+        .name("fwc".into())
+        .stack_size(256 << 20)
+        .spawn(real_main)
+    {
+        Ok(h) => h.join().unwrap_or(ExitCode::from(101)),
+        Err(_) => real_main(),
+    }
+}
+
+fn real_main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -278,7 +293,7 @@ fn rule_text(p: &Program, sm: Option<&SourceMap>, id: ir::RuleId) -> String {
                 // one line: comments dropped, whitespace folded
                 return t
                     .lines()
-                    .map(|l| strip_comment(l))
+                    .map(strip_comment)
                     .flat_map(str::split_whitespace)
                     .collect::<Vec<_>>()
                     .join(" ");

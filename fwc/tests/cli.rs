@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn fwc(args: &[&str]) -> Output {
@@ -32,11 +35,17 @@ fn tmp(name: &str, content: &str) -> PathBuf {
 fn check_exit_codes() {
     let o = fwc(&["check", "examples/language.fw"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let bad = tmp("bad.fw", "table filter { chain input { tcp dport $nope accept; } }\n");
+    let bad = tmp(
+        "bad.fw",
+        "table filter { chain input { tcp dport $nope accept; } }\n",
+    );
     let o = fwc(&["check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("FW0020") && err.contains("unknown variable `$nope`"), "{err}");
+    assert!(
+        err.contains("FW0020") && err.contains("unknown variable `$nope`"),
+        "{err}"
+    );
     assert!(!err.contains('\x1b'), "no colour when not on a terminal");
     let o = fwc(&["check", "/nonexistent/file.fw"]);
     assert_eq!(o.status.code(), Some(2));
@@ -49,7 +58,10 @@ fn check_exit_codes() {
 
 #[test]
 fn warnings_pass_unless_denied() {
-    let w = tmp("warn.fw", "table filter { chain input { accept; drop; } }\n");
+    let w = tmp(
+        "warn.fw",
+        "table filter { chain input { accept; drop; } }\n",
+    );
     let o = fwc(&["check", w.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("FW0100"));
@@ -59,7 +71,10 @@ fn warnings_pass_unless_denied() {
 
 #[test]
 fn json_diagnostics_are_one_object_per_line() {
-    let bad = tmp("json.fw", "define a = 10.0.0.0/99;\ntable filter { chain input { tcp dport 1-2-3 accept; } }\n");
+    let bad = tmp(
+        "json.fw",
+        "define a = 10.0.0.0/99;\ntable filter { chain input { tcp dport 1-2-3 accept; } }\n",
+    );
     let o = fwc(&["--format", "json", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let lines: Vec<serde_json::Value> = text(&o.stderr)
@@ -78,7 +93,10 @@ fn json_diagnostics_are_one_object_per_line() {
 
 #[test]
 fn colour_only_when_asked_or_on_a_terminal() {
-    let bad = tmp("colour.fw", "table filter { chain input { tcp dport $nope accept; } }\n");
+    let bad = tmp(
+        "colour.fw",
+        "table filter { chain input { tcp dport $nope accept; } }\n",
+    );
     let o = fwc(&["--color", "always", "check", bad.to_str().unwrap()]);
     assert!(text(&o.stderr).contains('\x1b'));
 }
@@ -96,17 +114,28 @@ fn build_writes_a_versioned_artefact_and_rejects_foreign_or_stale_ones() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("verdict: drop"));
     // stale: another format version
-    let stale = String::from_utf8(bytes.clone()).unwrap().replacen("fwc-artefact 1 ", "fwc-artefact 0 ", 1);
+    let stale =
+        String::from_utf8(bytes.clone())
+            .unwrap()
+            .replacen("fwc-artefact 1 ", "fwc-artefact 0 ", 1);
     let sp = tmp("stale.fwo", &stale);
     let o = fwc(&["explain", sp.to_str().unwrap(), q]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("stale artefact"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("stale artefact"),
+        "{}",
+        text(&o.stderr)
+    );
     // damaged body
     let cut = String::from_utf8(bytes[..bytes.len() / 2].to_vec()).unwrap_or_default();
     let cp = tmp("cut.fwo", &cut);
     let o = fwc(&["explain", cp.to_str().unwrap(), q]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("damaged artefact"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("damaged artefact"),
+        "{}",
+        text(&o.stderr)
+    );
     // building an artefact again is refused
     let o = fwc(&["build", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
@@ -126,7 +155,11 @@ fn build_emit_ir_prints_the_ir() {
 fn test_reports_passes_failures_and_unsupported_asserts() {
     let o = fwc(&["test", "examples/language.fw"]);
     let out = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "the assert is not supported yet: {out}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the assert is not supported yet: {out}"
+    );
     assert!(out.contains("3 passed, 1 failed"), "{out}");
     assert!(out.contains("FAILED (not supported yet)"));
     assert!(text(&o.stderr).contains("FW0071"));
@@ -144,7 +177,10 @@ test \"ssh\" {
     assert!(out.contains("1 passed, 1 failed"), "{out}");
     assert!(out.contains("expected accept, got drop"), "{out}");
     assert!(out.contains("policy drop"), "the trace is shown: {out}");
-    let ok = tmp("ok.fw", &src.replace("192.0.2.1:23 => accept", "192.0.2.1:23 => drop"));
+    let ok = tmp(
+        "ok.fw",
+        &src.replace("192.0.2.1:23 => accept", "192.0.2.1:23 => drop"),
+    );
     let o = fwc(&["test", ok.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o.stdout).contains("2 passed, 0 failed"));
@@ -160,9 +196,16 @@ fn explain_shows_each_rule_hit_with_its_line() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
     assert!(out.contains("examples/language.fw:26"), "{out}");
-    assert!(out.contains("iif eth1 oif eth0 ip saddr $lan accept;"), "{out}");
+    assert!(
+        out.contains("iif eth1 oif eth0 ip saddr $lan accept;"),
+        "{out}"
+    );
     assert!(out.contains("verdict: accept"), "{out}");
-    let o = fwc(&["explain", "examples/language.fw", "sideways tcp 1.2.3.4:1 -> 5.6.7.8:2"]);
+    let o = fwc(&[
+        "explain",
+        "examples/language.fw",
+        "sideways tcp 1.2.3.4:1 -> 5.6.7.8:2",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("<query>"), "{}", text(&o.stderr));
 }

@@ -235,6 +235,8 @@ pub enum ExprKind {
     Set(Vec<Expr>),
     Var(String),
     Ident(String),
+    /// where the parser recovered from a syntax error (already reported)
+    Error,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -69,20 +69,53 @@ const VALUE_TERMINALS: &[&str] = &[
     "IPV4", "PREFIX", "IPV6", "INT", "FLOAT", "STR", "VAR", "IDENT", "\"{\"",
 ];
 const RULE_TERMINALS: &[&str] = &[
-    "\"iif\"", "\"oif\"", "\"ip\"", "\"ip6\"", "\"tcp\"", "\"udp\"", "\"icmp\"", "\"ct\"",
-    "\"mark\"", "\"statistic\"", "\"limit\"", "\"accept\"", "\"drop\"", "\"reject\"",
-    "\"return\"", "\"jump\"", "\"goto\"", "\"queue\"", "\"counter\"", "\"log\"", "\"audit\"",
-    "\"notrack\"", "\"snat\"", "\"dnat\"", "\"masquerade\"", "\"redirect\"",
+    "\"iif\"",
+    "\"oif\"",
+    "\"ip\"",
+    "\"ip6\"",
+    "\"tcp\"",
+    "\"udp\"",
+    "\"icmp\"",
+    "\"ct\"",
+    "\"mark\"",
+    "\"statistic\"",
+    "\"limit\"",
+    "\"accept\"",
+    "\"drop\"",
+    "\"reject\"",
+    "\"return\"",
+    "\"jump\"",
+    "\"goto\"",
+    "\"queue\"",
+    "\"counter\"",
+    "\"log\"",
+    "\"audit\"",
+    "\"notrack\"",
+    "\"snat\"",
+    "\"dnat\"",
+    "\"masquerade\"",
+    "\"redirect\"",
 ];
 const ITEM_TERMINALS: &[&str] = &[
-    "\"include\"", "\"define\"", "\"chain\"", "\"table\"", "\"service\"", "\"interface\"",
-    "\"test\"", "\"assert\"",
+    "\"include\"",
+    "\"define\"",
+    "\"chain\"",
+    "\"table\"",
+    "\"service\"",
+    "\"interface\"",
+    "\"test\"",
+    "\"assert\"",
 ];
 
 /// Describes the expected terminals in words, folding the big families (any value, any
 /// match or statement, any item) into one phrase each.
 fn describe_expected(expected: &[String]) -> Vec<String> {
-    let has = |group: &[&str]| expected.iter().filter(|e| group.contains(&e.as_str())).count();
+    let has = |group: &[&str]| {
+        expected
+            .iter()
+            .filter(|e| group.contains(&e.as_str()))
+            .count()
+    };
     let mut out = Vec::new();
     let mut skip: Vec<&str> = Vec::new();
     if has(RULE_TERMINALS) >= 6 {
@@ -246,9 +279,7 @@ fn tok_end(t: &TokResult<'_>) -> usize {
 /// if that removes the error, the diagnostic becomes "expected `;`" at the end of the line and
 /// the rule before it is kept.
 pub fn parse_file(src: &str, file: FileId) -> (ast::File, Vec<SyntaxError>) {
-    let toks: Vec<TokResult<'_>> = Lexer::new(src)
-        .map(|r| r.map(|(s, t, e)| (s, t, e)))
-        .collect();
+    let toks: Vec<TokResult<'_>> = Lexer::new(src).collect();
     let mut semis: Vec<usize> = Vec::new();
     let mut missing: Vec<SyntaxError> = Vec::new();
     let (mut ast, mut errors) = run_file_parser(src, file, &toks, &semis);
@@ -270,9 +301,15 @@ pub fn parse_file(src: &str, file: FileId) -> (ast::File, Vec<SyntaxError>) {
                 &src[tok_end(&toks[i - 1]).min(src.len())..tok_start(&toks[i]).min(src.len())];
             let prev_is_closer = matches!(
                 &toks[i - 1],
-                Ok((_, Tok::Semi | Tok::LBrace | Tok::RBrace | Tok::Comma, _))
+                Ok((_, Tok::Semi | Tok::LBrace | Tok::Comma, _))
             );
-            if gap.contains('\n') && !prev_is_closer && tok_start(&toks[i]) >= floor {
+            // a `;` may be missing at a line break, or right before a `}` that closes a chain
+            let before_brace =
+                matches!(&toks[i], Ok((_, Tok::RBrace, _))) && tok_start(&toks[i]) == first.start;
+            if (gap.contains('\n') || before_brace)
+                && !prev_is_closer
+                && tok_start(&toks[i]) >= floor
+            {
                 cand = Some(i);
             }
         }
