@@ -144,7 +144,11 @@ fn readme_examples_check_and_their_tests_pass() {
     assert!(!blocks.is_empty());
     for b in blocks {
         let c = compile(&b);
-        assert!(c.diags.is_empty(), "README example: {:?}", fwc_tests::codes(&c));
+        assert!(
+            c.diags.is_empty(),
+            "README example: {:?}",
+            fwc_tests::codes(&c)
+        );
         let results = fwc_compiler::testrun::run_tests(c.checked.as_ref().unwrap());
         assert!(!results.is_empty() && results.iter().all(|r| r.passed));
     }
@@ -153,10 +157,21 @@ fn readme_examples_check_and_their_tests_pass() {
 #[test]
 fn readme_starts_with_the_two_commands_and_ci_runs_the_test_command() {
     let md = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let first: Vec<&str> = md.lines().skip_while(|l| !l.starts_with("```sh")).skip(1).take(2).collect();
-    assert!(first[0].starts_with("cargo run -p fwc -- test examples/"), "{first:?}");
+    let first: Vec<&str> = md
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take(2)
+        .collect();
+    assert!(
+        first[0].starts_with("cargo run -p fwc -- test examples/"),
+        "{first:?}"
+    );
     let test_cmd = first[1].split('#').next().unwrap().trim();
     assert_eq!(test_cmd, "cargo test --workspace");
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(ci.lines().any(|l| l.trim() == test_cmd), ".ci/run must run `{test_cmd}`");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_cmd),
+        ".ci/run must run `{test_cmd}`"
+    );
 }
