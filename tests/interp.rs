@@ -431,3 +431,24 @@ fn too_many_random_matches_is_an_error_never_a_pass() {
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].1.fate, Fate::Drop);
 }
+
+#[test]
+fn the_sketchs_verdict_map_line_compiles_as_written() {
+    // LANGUAGE.md, "Matches": the verdict map example, verbatim
+    let c = program(
+        "define admins = { 10.0.0.1, 10.0.0.2 };
+         chain incoming-ssh(allowed: set<ip>) { ip saddr $allowed accept; drop; }
+         table filter { chain input policy drop {
+            tcp dport vmap { 22 : jump incoming-ssh($admins), 80 : accept, 443 : accept, 8000-8999 : drop };
+         } }",
+    );
+    assert_eq!(fate(&c, "input tcp 10.0.0.2:1 -> 192.0.2.1:22"), "accept");
+    assert_eq!(fate(&c, "input tcp 10.0.0.9:1 -> 192.0.2.1:22"), "drop");
+    assert_eq!(fate(&c, "input tcp 10.0.0.9:1 -> 192.0.2.1:443"), "accept");
+    assert_eq!(fate(&c, "input tcp 10.0.0.9:1 -> 192.0.2.1:8080"), "drop");
+    assert_eq!(
+        fate(&c, "input udp 10.0.0.9:1 -> 192.0.2.1:443"),
+        "drop",
+        "policy"
+    );
+}

@@ -209,6 +209,9 @@ fn real_main() -> ExitCode {
 }
 
 fn cmd_check(out: &Out, file: &Path, deny_warnings: bool) -> ExitCode {
+    if let Some(code) = refuse_artefact(out, file, "check") {
+        return code;
+    }
     let c = match compile(out, file) {
         Ok(c) => c,
         Err(code) => return code,
@@ -272,15 +275,29 @@ fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> Exi
     ExitCode::SUCCESS
 }
 
+/// Is this a build artefact (or meant as one) rather than fw source? True for our header, for
+/// the `.fwo` extension, and for content that is not UTF-8 text (so that a foreign binary gets
+/// "not an fwc artefact" rather than a page of lexer errors).
 fn is_artefact_file(p: &Path) -> bool {
-    std::fs::File::open(p)
-        .ok()
-        .and_then(|mut f| {
-            let mut buf = [0u8; 12];
-            std::io::Read::read_exact(&mut f, &mut buf).ok()?;
-            Some(artefact::is_artefact(&buf))
-        })
-        .unwrap_or(false)
+    if p.extension().is_some_and(|e| e == "fwo") {
+        return true;
+    }
+    match std::fs::read(p) {
+        Ok(bytes) => artefact::is_artefact(&bytes) || std::str::from_utf8(&bytes).is_err(),
+        Err(_) => false,
+    }
+}
+
+/// `check`, `test` and `build` take source; say so clearly when given an artefact.
+fn refuse_artefact(out: &Out, file: &Path, cmd: &str) -> Option<ExitCode> {
+    if is_artefact_file(file) {
+        out.error(&format!(
+            "`{}` is a build artefact or not fw source: `fwc {cmd}` takes a `.fw` file",
+            file.display()
+        ));
+        return Some(ExitCode::from(2));
+    }
+    None
 }
 
 /// Source line of a rule, when the source is at hand.
@@ -358,6 +375,9 @@ fn print_trace(w: &mut impl Write, p: &Program, sm: Option<&SourceMap>, o: &Outc
 }
 
 fn cmd_test(out: &Out, file: &Path) -> ExitCode {
+    if let Some(code) = refuse_artefact(out, file, "test") {
+        return code;
+    }
     let c = match compile(out, file) {
         Ok(c) => c,
         Err(code) => return code,

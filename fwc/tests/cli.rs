@@ -136,6 +136,31 @@ fn build_writes_a_versioned_artefact_and_rejects_foreign_or_stale_ones() {
         "{}",
         text(&o.stderr)
     );
+    // a foreign file where an artefact is expected
+    let fp = tmp("foreign.fwo", "{\"not\": \"ours\"}\n");
+    let o = fwc(&["explain", fp.to_str().unwrap(), q]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not an fwc artefact"),
+        "{}",
+        text(&o.stderr)
+    );
+    let bin = std::env::temp_dir().join(format!("fwc-cli-{}-binary", std::process::id()));
+    std::fs::write(&bin, [0u8, 159, 146, 150, 255, 1, 2]).unwrap();
+    let o = fwc(&["explain", bin.to_str().unwrap(), q]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("not an fwc artefact"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = fwc(&["check", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("takes a `.fw` file"),
+        "{}",
+        text(&o.stderr)
+    );
     // building an artefact again is refused
     let o = fwc(&["build", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
