@@ -663,6 +663,16 @@ impl<'a> Checker<'a> {
                     }
                     Some(d)
                 }
+                (Class::Proto | Class::IcmpType, Value::Str(x)) => Some(
+                    Diagnostic::error(
+                        "FW0030",
+                        format!("a string cannot name a protocol or ICMP type: {x:?}"),
+                    )
+                    .primary(
+                        e.span,
+                        "protocols and ICMP types are written as bare names or numbers",
+                    ),
+                ),
                 (Class::IcmpType, Value::Int(i)) if *i > 255 => Some(
                     Diagnostic::error("FW0041", format!("ICMP type {i} is out of range"))
                         .primary(e.span, "ICMP types are 0..=255"),

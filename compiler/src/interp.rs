@@ -33,6 +33,10 @@ pub struct Packet {
     /// one of the `ct::*` bits
     pub ct: u8,
     pub ttl: u8,
+    /// whether the transport header is there in full (false for a truncated one, and for a
+    /// fragment other than the first): without it, port, ICMP-type and TCP-flag matches
+    /// never match, negated or not
+    pub l4: bool,
 }
 
 impl Default for Packet {
@@ -51,6 +55,131 @@ impl Default for Packet {
             mark: 0,
             ct: ct::NEW,
             ttl: 64,
+            l4: true,
+        }
+    }
+}
+
+/// Metadata that does not come from the packet's bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub mark: u32,
+    pub ct: u8,
+}
+
+/// IPv4 header facts shared by every parser of raw packets (the interpreter's and the JIT's):
+/// what counts as a valid header and where the transport header is.
+pub mod wire {
+    /// smallest IPv4 header
+    pub const IPV4_MIN: usize = 20;
+    /// transport header bytes needed before its fields are read
+    pub const TCP_MIN: usize = 20;
+    pub const UDP_MIN: usize = 8;
+    pub const ICMP_MIN: usize = 8;
+}
+
+impl Packet {
+    /// Parses an IPv4 packet. `None` when it is not a valid IPv4 header (too short, another
+    /// version, a header length below 20 bytes or beyond the data, a total length outside
+    /// the data): such packets never reach the hooks, as in the kernel's `ip_rcv`. A
+    /// transport header that is truncated (or absent from a non-first fragment) leaves
+    /// `l4` false.
+    pub fn from_raw(b: &[u8], meta: &Meta) -> Option<Packet> {
+        if b.len() < wire::IPV4_MIN || b[0] >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        if ihl < wire::IPV4_MIN || total < ihl || total > b.len() {
+            return None;
+        }
+        let b = &b[..total];
+        let frag_off = u16::from_be_bytes([b[6], b[7]]) & 0x1fff;
+        let proto = b[9];
+        let l4 = &b[ihl..];
+        let mut p = Packet {
+            proto,
+            saddr: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+            daddr: u32::from_be_bytes([b[16], b[17], b[18], b[19]]),
+            ttl: b[8],
+            iif: meta.iif.clone(),
+            oif: meta.oif.clone(),
+            mark: meta.mark,
+            ct: meta.ct,
+            l4: false,
+            ..Packet::default()
+        };
+        if frag_off != 0 {
+            return Some(p);
+        }
+        match proto {
+            6 if l4.len() >= wire::TCP_MIN => {
+                p.sport = u16::from_be_bytes([l4[0], l4[1]]);
+                p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+                p.tcp_flags = l4[13] & 0x3f;
+                p.l4 = true;
+            }
+            17 if l4.len() >= wire::UDP_MIN => {
+                p.sport = u16::from_be_bytes([l4[0], l4[1]]);
+                p.dport = u16::from_be_bytes([l4[2], l4[3]]);
+                p.l4 = true;
+            }
+            1 if l4.len() >= wire::ICMP_MIN => {
+                p.icmp_type = l4[0];
+                p.icmp_code = l4[1];
+                p.l4 = true;
+            }
+            _ => {}
+        }
+        Some(p)
+    }
+
+    /// A minimal well-formed IPv4 packet with these headers (checksums not computed): for
+    /// tests and benchmarks.
+    pub fn to_raw(&self) -> Vec<u8> {
+        let l4len = match self.proto {
+            6 => wire::TCP_MIN,
+            17 => wire::UDP_MIN,
+            1 => wire::ICMP_MIN,
+            _ => 0,
+        };
+        let total = 20 + l4len;
+        let mut b = vec![0u8; total];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        b[8] = self.ttl;
+        b[9] = self.proto;
+        b[12..16].copy_from_slice(&self.saddr.to_be_bytes());
+        b[16..20].copy_from_slice(&self.daddr.to_be_bytes());
+        match self.proto {
+            6 => {
+                b[20..22].copy_from_slice(&self.sport.to_be_bytes());
+                b[22..24].copy_from_slice(&self.dport.to_be_bytes());
+                b[32] = 0x50;
+                b[33] = self.tcp_flags;
+            }
+            17 => {
+                b[20..22].copy_from_slice(&self.sport.to_be_bytes());
+                b[22..24].copy_from_slice(&self.dport.to_be_bytes());
+                b[24..26].copy_from_slice(&8u16.to_be_bytes());
+            }
+            1 => {
+                b[20] = self.icmp_type;
+                b[21] = self.icmp_code;
+            }
+            _ => {}
+        }
+        b
+    }
+
+    pub fn meta(&self) -> Meta {
+        Meta {
+            iif: self.iif.clone(),
+            oif: self.oif.clone(),
+            mark: self.mark,
+            ct: self.ct,
         }
     }
 }
@@ -65,9 +194,9 @@ impl Packet {
             Field::Saddr => self.saddr,
             Field::Daddr => self.daddr,
             Field::Proto => self.proto.into(),
-            Field::Sport if self.has_ports() => self.sport.into(),
-            Field::Dport if self.has_ports() => self.dport.into(),
-            Field::IcmpType if self.proto == 1 => self.icmp_type.into(),
+            Field::Sport if self.has_ports() && self.l4 => self.sport.into(),
+            Field::Dport if self.has_ports() && self.l4 => self.dport.into(),
+            Field::IcmpType if self.proto == 1 && self.l4 => self.icmp_type.into(),
             Field::Mark => self.mark,
             _ => return None,
         })
@@ -176,7 +305,9 @@ pub struct Outcome {
     /// the packet as it leaves (or where it stopped), after marks and NAT
     pub packet: Packet,
     pub trace: Vec<TraceStep>,
-    /// the rule that decided the fate, if a rule did (else a policy or the end of the path)
+    /// the rule that decided the fate: the one that dropped, rejected or queued it, or, for
+    /// an accepted packet, the one that accepted it (or NATed it) in the last table it
+    /// passed; `None` when a policy decided (or no table ran)
     pub deciding_rule: Option<RuleId>,
 }
 
@@ -243,7 +374,7 @@ fn pred_matches(p: &Pred, pkt: &Packet, rule: RuleId, oracle: &mut dyn Oracle) -
         }
         Pred::CtState { neg, mask } => (pkt.ct & mask != 0) != *neg,
         Pred::TcpFlags { neg, mask, value } => {
-            pkt.proto == 6 && ((pkt.tcp_flags & mask == *value) != *neg)
+            pkt.proto == 6 && pkt.l4 && ((pkt.tcp_flags & mask == *value) != *neg)
         }
         Pred::Statistic { p } => oracle.statistic(rule, *p),
         Pred::Limit { .. } => oracle.limit(rule, p),
@@ -306,6 +437,26 @@ impl fmt::Display for InterpError {
             ),
         }
     }
+}
+
+/// Applies a NAT statement to the packet's headers, as the first packet of a connection sees
+/// it: the address is the first of the range (or the interface's, for masquerade and
+/// redirect) and the port is kept when it lies in the requested range, else the range's first
+/// port. The datapath chooses among free tuples instead (issue 4); this is the deterministic
+/// reference every back end reproduces.
+pub fn apply_nat(
+    p: &Program,
+    s: &Stmt,
+    pkt: &mut Packet,
+    rule: RuleId,
+    path: PathKind,
+) -> Result<(), InterpError> {
+    Traversal {
+        p,
+        hook: Hook::Prerouting,
+        table: Table::Nat,
+    }
+    .apply_nat(s, pkt, rule, path)
 }
 
 impl Traversal<'_> {
@@ -583,6 +734,7 @@ pub fn run(
 ) -> Result<Outcome, InterpError> {
     let mut pkt = pkt.clone();
     let mut trace = Vec::new();
+    let mut deciding: Option<RuleId> = None;
     // whether the nat tables see this packet is decided by conntrack, i.e. before raw's
     // notrack can only make it untracked (which also skips nat)
     for &hook in path.hooks() {
@@ -597,7 +749,7 @@ pub fn run(
                 hook,
                 table: e.table,
             };
-            let mut deciding = None;
+            deciding = None;
             if let Some(fate) = t.run(e.chain, &mut pkt, path, oracle, &mut trace, &mut deciding)? {
                 return Ok(Outcome {
                     fate,
@@ -608,12 +760,8 @@ pub fn run(
             }
         }
     }
-    // accepted at every table: the last rule that accepted is the deciding one
-    let deciding = trace
-        .iter()
-        .rev()
-        .find(|s| s.rule.is_some() && (s.action == "accept"))
-        .and_then(|s| s.rule);
+    // accepted by every table: the rule that accepted it in the last table it passed (none
+    // when that table's policy did)
     Ok(Outcome {
         fate: Fate::Accept,
         packet: pkt,
@@ -659,4 +807,27 @@ pub fn run_all_outcomes(
         out.push((o.coins, res));
     }
     Ok(out)
+}
+
+/// Classifies raw bytes: parses them ([`Packet::from_raw`]) and runs them along `path`. A
+/// packet that is not valid IPv4 is dropped before the hooks, with no deciding rule.
+pub fn run_raw(
+    p: &Program,
+    path: PathKind,
+    bytes: &[u8],
+    meta: &Meta,
+    oracle: &mut dyn Oracle,
+) -> Result<Outcome, InterpError> {
+    match Packet::from_raw(bytes, meta) {
+        Some(pkt) => run(p, path, &pkt, oracle),
+        None => Ok(Outcome {
+            fate: Fate::Drop,
+            packet: Packet {
+                l4: false,
+                ..Packet::default()
+            },
+            trace: vec![],
+            deciding_rule: None,
+        }),
+    }
 }
