@@ -1,1 +1,1380 @@
+//! The JIT classifier: a fw program compiled by Cranelift to native code.
+//!
+//! * `parse` reads the raw IPv4 packet into the [`Ctx`] with a length check before every
+//!   load; it accepts and rejects exactly the packets [`Packet::from_raw`] does.
+//! * each chain (base chain or subchain instance) becomes one function `fn(*mut Ctx) -> u32`
+//!   returning a [`verdict`] code; `jump` is a call, `goto` a call whose result is returned.
+//! * sets and verdict maps become comparisons (a few intervals) or an inline binary search
+//!   over a sorted interval array; a verdict map is one lookup then one branch.
+//! * long runs of plain 5-tuple rules are looked up in a decision tree ([`dtree`]) instead of
+//!   rule by rule (`Options::decision_trees`).
+//! * state and randomness (`limit`, `statistic`), `log`, and NAT call back into Rust through
+//!   the [`Env`] the driver passes in the context.
+//!
+//! The reference interpreter (`fwc_compiler::interp`) is the specification: for every packet
+//! the JIT gives the same fate, deciding rule and rewritten headers (tested differentially).
 
+pub mod dtree;
+
+use cranelift_codegen::ir::{
+    self, condcodes::IntCC, types, AbiParam, BlockArg, InstBuilder, MemFlagsData, Signature,
+    UserFuncName, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use fwc_compiler::analysis::IntervalSet;
+use fwc_compiler::interp::{self, Fate, InterpError, Meta, Oracle, Packet, PathKind};
+use fwc_compiler::ir::*;
+use std::collections::HashMap;
+use std::mem::offset_of;
+
+/// Codes a chain function returns.
+pub mod verdict {
+    /// fell off the end of a subchain, or `return`
+    pub const CONT: u32 = 0;
+    /// accepted by this table
+    pub const ACCEPT: u32 = 1;
+    pub const DROP: u32 = 2;
+    /// `Ctx::aux` holds the ICMP code, or 256 for a TCP reset
+    pub const REJECT: u32 = 3;
+    /// `Ctx::aux` holds the queue number, plus 1 << 16 for bypass
+    pub const QUEUE: u32 = 4;
+    /// a callback failed; the reason is in the `Env`
+    pub const ERROR: u32 = 5;
+}
+
+/// `Ctx::rule` when no rule decided (a policy did).
+pub const NO_RULE: u32 = u32::MAX;
+
+/// What the generated code reads and writes. The driver fills the packet pointer and the
+/// metadata, `parse` the header fields; chain code updates mark, ct state, ttl and, through
+/// the NAT callback, addresses and ports.
+#[repr(C)]
+pub struct Ctx {
+    pub data: *const u8,
+    pub len: u32,
+    /// 1 when the packet is valid IPv4
+    pub l3_ok: u32,
+    pub proto: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub icmp_type: u32,
+    pub icmp_code: u32,
+    pub tcp_flags: u32,
+    /// 1 when the transport header is there in full
+    pub l4: u32,
+    pub ttl: u32,
+    pub mark: u32,
+    pub ct: u32,
+    /// the deciding rule of the last chain run, or [`NO_RULE`]
+    pub rule: u32,
+    pub aux: u32,
+    /// interface-pattern bit sets of the packet's input and output interfaces
+    pub iif_bits: *const u64,
+    pub oif_bits: *const u64,
+    /// per-rule counters, indexed by rule id
+    pub packets: *mut u64,
+    pub bytes: *mut u64,
+    /// the callbacks' environment (an `Env`), valid during one classification
+    pub env: *mut std::ffi::c_void,
+}
+
+/// What callbacks need during one classification.
+pub struct Env<'a> {
+    program: &'a Program,
+    oracle: &'a mut dyn Oracle,
+    path: PathKind,
+    stateful: &'a [(RuleId, Pred)],
+    nat: &'a [(RuleId, Stmt)],
+    iif: Option<String>,
+    oif: Option<String>,
+    error: Option<InterpError>,
+    /// rules whose `log` or `audit` ran, in order
+    pub logs: Vec<RuleId>,
+}
+
+/// Compilation options.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// look long runs of plain 5-tuple rules up in a decision tree
+    pub decision_trees: bool,
+    /// smallest run that gets a tree
+    pub min_run: usize,
+    /// keep the Cranelift IR text of every function (`fwc build --emit clif`)
+    pub keep_clif: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            decision_trees: true,
+            min_run: 16,
+            keep_clif: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum JitError {
+    /// the host is not supported by Cranelift, or code generation failed
+    Codegen(String),
+    /// calls nest deeper than the interpreter allows
+    TooDeep(usize),
+}
+
+impl std::fmt::Display for JitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JitError::Codegen(e) => write!(f, "code generation failed: {e}"),
+            JitError::TooDeep(d) => {
+                write!(f, "subchain calls nest {d} deep; at most 64 are allowed")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JitError {}
+
+/// The result of classifying one packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JitOutcome {
+    pub fate: Fate,
+    pub deciding_rule: Option<RuleId>,
+    /// the headers as the packet leaves (or where it stopped)
+    pub packet: Packet,
+    pub logs: Vec<RuleId>,
+}
+
+type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
+
+/// A compiled program, ready to classify packets.
+pub struct JitProgram {
+    program: Program,
+    // the module owns the code; it is freed when the program is dropped
+    module: Option<JITModule>,
+    parse: ChainFn,
+    chains: Vec<ChainFn>,
+    patterns: Vec<IfName>,
+    /// sorted interval arrays and decision trees the code points into (must not move)
+    _data: Vec<Box<[u32]>>,
+    // boxed: the code holds pointers to the trees, which must not move with the Vec
+    #[allow(clippy::vec_box)]
+    _trees: Vec<Box<dtree::Tree>>,
+    stateful: Vec<(RuleId, Pred)>,
+    nat: Vec<(RuleId, Stmt)>,
+    packets: Vec<u64>,
+    bytes: Vec<u64>,
+    clif: Option<String>,
+    /// how many rules the decision trees cover
+    pub tree_rules: usize,
+    /// machine code size in bytes
+    pub code_size: usize,
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the function pointers into this module are dropped with `self` and are
+            // never called again; no other reference to the code exists.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// callbacks (the JIT boundary)
+
+/// # Safety
+/// `ctx` must point to the live `Ctx` of a classification whose `env` points to its `Env`.
+unsafe fn env<'e>(ctx: *mut Ctx) -> &'e mut Env<'e> {
+    // SAFETY: guaranteed by the caller (only generated code calls the callbacks, with the
+    // ctx the driver passed it, whose env outlives the call).
+    unsafe { &mut *((*ctx).env as *mut Env<'e>) }
+}
+
+extern "C" fn cb_stateful(ctx: *mut Ctx, idx: u32) -> u32 {
+    // SAFETY: called by generated code with the classification's ctx.
+    let e = unsafe { env(ctx) };
+    let Some((rule, pred)) = e.stateful.get(idx as usize) else {
+        return 0;
+    };
+    let hit = match pred {
+        Pred::Statistic { p } => e.oracle.statistic(*rule, *p),
+        other => e.oracle.limit(*rule, other),
+    };
+    u32::from(hit)
+}
+
+extern "C" fn cb_log(ctx: *mut Ctx, rule: u32) -> u32 {
+    // SAFETY: called by generated code with the classification's ctx.
+    let e = unsafe { env(ctx) };
+    e.logs.push(RuleId(rule));
+    0
+}
+
+fn ctx_packet(c: &Ctx) -> Packet {
+    Packet {
+        proto: c.proto as u8,
+        saddr: c.saddr,
+        daddr: c.daddr,
+        sport: c.sport as u16,
+        dport: c.dport as u16,
+        icmp_type: c.icmp_type as u8,
+        icmp_code: c.icmp_code as u8,
+        tcp_flags: c.tcp_flags as u8,
+        iif: None,
+        oif: None,
+        mark: c.mark,
+        ct: c.ct as u8,
+        ttl: c.ttl as u8,
+        l4: c.l4 != 0,
+    }
+}
+
+extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
+    // SAFETY: called by generated code with the classification's ctx.
+    let (e, c) = unsafe { (env(ctx), &mut *ctx) };
+    let Some((rule, stmt)) = e.nat.get(idx as usize) else {
+        return 0;
+    };
+    let mut p = ctx_packet(c);
+    p.iif = e.iif.clone();
+    p.oif = e.oif.clone();
+    match interp::apply_nat(e.program, stmt, &mut p, *rule, e.path) {
+        Ok(()) => {
+            c.saddr = p.saddr;
+            c.daddr = p.daddr;
+            c.sport = p.sport.into();
+            c.dport = p.dport.into();
+            1
+        }
+        Err(err) => {
+            e.error = Some(err);
+            0
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// code generation
+
+struct Gen<'a> {
+    program: &'a Program,
+    ptr: ir::Type,
+    chain_ids: Vec<FuncId>,
+    patterns: &'a HashMap<IfName, usize>,
+    data: &'a mut Vec<Box<[u32]>>,
+    #[allow(clippy::vec_box)]
+    trees: &'a mut Vec<Box<dtree::Tree>>,
+    stateful: &'a mut Vec<(RuleId, Pred)>,
+    nat: &'a mut Vec<(RuleId, Stmt)>,
+    opts: Options,
+    tree_rules: usize,
+}
+
+macro_rules! off {
+    ($f:ident) => {
+        offset_of!(Ctx, $f) as i32
+    };
+}
+
+fn trusted() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// The field of the context a `Field` lives in.
+fn field_offset(f: Field) -> i32 {
+    match f {
+        Field::Saddr => off!(saddr),
+        Field::Daddr => off!(daddr),
+        Field::Proto => off!(proto),
+        Field::Sport => off!(sport),
+        Field::Dport => off!(dport),
+        Field::IcmpType => off!(icmp_type),
+        Field::Mark => off!(mark),
+    }
+}
+
+/// Sets with at most this many intervals are compared inline; larger ones are searched.
+const INLINE_INTERVALS: usize = 4;
+
+impl Gen<'_> {
+    fn load32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32) -> Value {
+        b.ins().load(types::I32, trusted(), ctx, off)
+    }
+
+    fn store32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32, v: Value) {
+        b.ins().store(trusted(), v, ctx, off);
+    }
+
+    fn store_imm32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32, v: u32) {
+        let c = b.ins().iconst(types::I32, i64::from(v));
+        self.store32(b, ctx, off, c);
+    }
+
+    /// Whether the packet has the field (ports need TCP/UDP with a full header, the ICMP type
+    /// ICMP with a full header): an i8 boolean, or `None` when always present.
+    fn availability(&self, b: &mut FunctionBuilder, ctx: Value, f: Field) -> Option<Value> {
+        match f {
+            Field::Sport | Field::Dport => {
+                let l4 = self.load32(b, ctx, off!(l4));
+                let proto = self.load32(b, ctx, off!(proto));
+                let t = icmp_u(b, IntCC::Equal, proto, 6);
+                let u = icmp_u(b, IntCC::Equal, proto, 17);
+                let tu = b.ins().bor(t, u);
+                let has = icmp_u(b, IntCC::NotEqual, l4, 0);
+                Some(b.ins().band(tu, has))
+            }
+            Field::IcmpType => {
+                let l4 = self.load32(b, ctx, off!(l4));
+                let proto = self.load32(b, ctx, off!(proto));
+                let i = icmp_u(b, IntCC::Equal, proto, 1);
+                let has = icmp_u(b, IntCC::NotEqual, l4, 0);
+                Some(b.ins().band(i, has))
+            }
+            _ => None,
+        }
+    }
+
+    /// `v` in the interval set (i8 boolean).
+    fn contains(&mut self, b: &mut FunctionBuilder, v: Value, set: &IntervalSet) -> Value {
+        if set.0.len() <= INLINE_INTERVALS {
+            let mut acc: Option<Value> = None;
+            for &(lo, hi) in &set.0 {
+                let t = if lo == hi {
+                    icmp_u(b, IntCC::Equal, v, i64::from(lo))
+                } else {
+                    // lo <= v <= hi  as one unsigned compare: v - lo <= hi - lo
+                    let d = {
+                        let c = c32(b, lo);
+                        b.ins().isub(v, c)
+                    };
+                    icmp_u(b, IntCC::UnsignedLessThanOrEqual, d, i64::from(hi - lo))
+                };
+                acc = Some(match acc {
+                    None => t,
+                    Some(a) => b.ins().bor(a, t),
+                });
+            }
+            return acc.unwrap_or_else(|| b.ins().iconst(types::I8, 0));
+        }
+        // binary search over [lo0, hi0, lo1, hi1, ...]
+        let flat: Box<[u32]> = set.0.iter().flat_map(|&(l, h)| [l, h]).collect();
+        let base = flat.as_ptr() as i64;
+        let n = set.0.len() as i64;
+        self.data.push(flat);
+        let (head, body, right, found, done) = (
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+        );
+        b.append_block_param(head, types::I32);
+        b.append_block_param(head, types::I32);
+        b.append_block_param(done, types::I8);
+        let zero = b.ins().iconst(types::I32, 0);
+        let nn = b.ins().iconst(types::I32, n);
+        b.ins()
+            .jump(head, &[BlockArg::Value(zero), BlockArg::Value(nn)]);
+        b.switch_to_block(head);
+        let lo = b.block_params(head)[0];
+        let hi = b.block_params(head)[1];
+        let empty = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, lo, hi);
+        let f0 = b.ins().iconst(types::I8, 0);
+        b.ins().brif(empty, done, &[BlockArg::Value(f0)], body, &[]);
+        b.switch_to_block(body);
+        let sum = b.ins().iadd(lo, hi);
+        let mid = b.ins().ushr_imm_u(sum, 1);
+        let mid64 = b.ins().uextend(self.ptr, mid);
+        let byte = b.ins().ishl_imm_u(mid64, 3);
+        let basev = b.ins().iconst(self.ptr, base);
+        let addr = b.ins().iadd(basev, byte);
+        let l = b.ins().load(types::I32, trusted(), addr, 0);
+        let below = b.ins().icmp(IntCC::UnsignedLessThan, v, l);
+        b.ins().brif(
+            below,
+            head,
+            &[BlockArg::Value(lo), BlockArg::Value(mid)],
+            right,
+            &[],
+        );
+        b.switch_to_block(right);
+        let h = b.ins().load(types::I32, trusted(), addr, 4);
+        let above = b.ins().icmp(IntCC::UnsignedGreaterThan, v, h);
+        let mid1 = {
+            let one = c32(b, 1);
+            b.ins().iadd(mid, one)
+        };
+        b.ins().brif(
+            above,
+            head,
+            &[BlockArg::Value(mid1), BlockArg::Value(hi)],
+            found,
+            &[],
+        );
+        b.switch_to_block(found);
+        let t1 = b.ins().iconst(types::I8, 1);
+        b.ins().jump(done, &[BlockArg::Value(t1)]);
+        b.switch_to_block(done);
+        b.block_params(done)[0]
+    }
+
+    fn iface_bit(&self, b: &mut FunctionBuilder, ctx: Value, dir: IfDir, name: &IfName) -> Value {
+        let idx = self.patterns[name];
+        let bits = match dir {
+            IfDir::In => b.ins().load(self.ptr, trusted(), ctx, off!(iif_bits)),
+            IfDir::Out => b.ins().load(self.ptr, trusted(), ctx, off!(oif_bits)),
+        };
+        let word = b
+            .ins()
+            .load(types::I64, trusted(), bits, ((idx / 64) * 8) as i32);
+        let sh = b.ins().ushr_imm_u(word, (idx % 64) as i64);
+        let bit = b.ins().band_imm_u(sh, 1);
+        icmp_u(b, IntCC::NotEqual, bit, 0)
+    }
+
+    fn xor_neg(&self, b: &mut FunctionBuilder, v: Value, neg: bool) -> Value {
+        if neg {
+            b.ins().bxor_imm_u(v, 1)
+        } else {
+            v
+        }
+    }
+
+    /// Calls an `extern "C" fn(*mut Ctx, u32) -> u32` callback.
+    fn call_cb(&self, b: &mut FunctionBuilder, f: usize, args: &[Value]) -> Value {
+        let mut sig = Signature::new(b.func.signature.call_conv);
+        sig.params.push(AbiParam::new(self.ptr));
+        sig.params.push(AbiParam::new(types::I32));
+        sig.returns.push(AbiParam::new(types::I32));
+        let sref = b.import_signature(sig);
+        let callee = b.ins().iconst(self.ptr, f as i64);
+        let call = b.ins().call_indirect(sref, callee, args);
+        b.inst_results(call)[0]
+    }
+
+    /// The predicate's truth (i8 boolean).
+    fn pred(&mut self, b: &mut FunctionBuilder, ctx: Value, rule: RuleId, p: &Pred) -> Value {
+        match p {
+            Pred::Field { field, neg, op } => {
+                let v = self.load32(b, ctx, field_offset(*field));
+                let set = IntervalSet::from_elems(op.elems());
+                let hit = self.contains(b, v, &set);
+                let r = self.xor_neg(b, hit, *neg);
+                match self.availability(b, ctx, *field) {
+                    Some(a) => b.ins().band(a, r),
+                    None => r,
+                }
+            }
+            Pred::Iface { dir, neg, names } => {
+                let mut acc: Option<Value> = None;
+                for n in names {
+                    let bit = self.iface_bit(b, ctx, *dir, n);
+                    acc = Some(match acc {
+                        None => bit,
+                        Some(a) => b.ins().bor(a, bit),
+                    });
+                }
+                let any = acc.unwrap_or_else(|| b.ins().iconst(types::I8, 0));
+                self.xor_neg(b, any, *neg)
+            }
+            Pred::CtState { neg, mask } => {
+                let c = self.load32(b, ctx, off!(ct));
+                let m = b.ins().band_imm_u(c, i64::from(*mask));
+                let hit = icmp_u(b, IntCC::NotEqual, m, 0);
+                self.xor_neg(b, hit, *neg)
+            }
+            Pred::TcpFlags { neg, mask, value } => {
+                let proto = self.load32(b, ctx, off!(proto));
+                let l4 = self.load32(b, ctx, off!(l4));
+                let is_tcp = icmp_u(b, IntCC::Equal, proto, 6);
+                let has = icmp_u(b, IntCC::NotEqual, l4, 0);
+                let avail = b.ins().band(is_tcp, has);
+                let f = self.load32(b, ctx, off!(tcp_flags));
+                let m = b.ins().band_imm_u(f, i64::from(*mask));
+                let eq = icmp_u(b, IntCC::Equal, m, i64::from(*value));
+                let r = self.xor_neg(b, eq, *neg);
+                b.ins().band(avail, r)
+            }
+            Pred::Statistic { .. } | Pred::Limit { .. } => {
+                let idx = self.stateful.len() as i64;
+                self.stateful.push((rule, p.clone()));
+                let i = b.ins().iconst(types::I32, idx);
+                let r = self.call_cb(b, cb_stateful as *const () as usize, &[ctx, i]);
+                icmp_u(b, IntCC::NotEqual, r, 0)
+            }
+        }
+    }
+
+    fn ret(&self, b: &mut FunctionBuilder, code: u32) {
+        let v = b.ins().iconst(types::I32, i64::from(code));
+        b.ins().return_(&[v]);
+    }
+
+    /// Emits a rule's statements at the current block. `next` is where control goes when the
+    /// rule does not end the chain; `policy` is the base chain's policy block (for `return`).
+    fn stmts(
+        &mut self,
+        b: &mut FunctionBuilder,
+        ctx: Value,
+        rule: &Rule,
+        stmts: &[Stmt],
+        next: ir::Block,
+        policy: Option<ir::Block>,
+    ) {
+        let id = rule.id.0;
+        for (i, s) in stmts.iter().enumerate() {
+            match s {
+                Stmt::Accept => {
+                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.ret(b, verdict::ACCEPT);
+                    return;
+                }
+                Stmt::Drop => {
+                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.ret(b, verdict::DROP);
+                    return;
+                }
+                Stmt::Reject(k) => {
+                    self.store_imm32(b, ctx, off!(rule), id);
+                    let aux = match k {
+                        RejectKind::TcpReset => 256,
+                        RejectKind::IcmpUnreach(c) => u32::from(*c),
+                    };
+                    self.store_imm32(b, ctx, off!(aux), aux);
+                    self.ret(b, verdict::REJECT);
+                    return;
+                }
+                Stmt::Queue { num, bypass } => {
+                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_imm32(
+                        b,
+                        ctx,
+                        off!(aux),
+                        u32::from(*num) | (u32::from(*bypass) << 16),
+                    );
+                    self.ret(b, verdict::QUEUE);
+                    return;
+                }
+                Stmt::Return => {
+                    match policy {
+                        Some(p) => {
+                            b.ins().jump(p, &[]);
+                        }
+                        None => self.ret(b, verdict::CONT),
+                    }
+                    return;
+                }
+                Stmt::Jump(t) | Stmt::Goto(t) => {
+                    let callee = self.chain_ref(b, *t);
+                    let call = b.ins().call(callee, &[ctx]);
+                    let r = b.inst_results(call)[0];
+                    let is_cont = icmp_u(b, IntCC::Equal, r, i64::from(verdict::CONT));
+                    let pass = b.create_block();
+                    // where a callee that returned (CONT) leads: the next rule after a jump; after
+                    // a goto, the end of this chain (its policy, or back to our caller)
+                    let (after, fill) = match (s, policy) {
+                        (Stmt::Jump(_), _) => (next, false),
+                        (_, Some(p)) => (p, false),
+                        (_, None) => (b.create_block(), true),
+                    };
+                    b.ins().brif(is_cont, after, &[], pass, &[]);
+                    if fill {
+                        b.switch_to_block(after);
+                        self.ret(b, verdict::CONT);
+                    }
+                    b.switch_to_block(pass);
+                    b.ins().return_(&[r]);
+                    return;
+                }
+                Stmt::Counter => {}
+                Stmt::Log { .. } | Stmt::Audit => {
+                    let r = b.ins().iconst(types::I32, i64::from(id));
+                    self.call_cb(b, cb_log as *const () as usize, &[ctx, r]);
+                }
+                Stmt::MarkSet(m) => self.store_imm32(b, ctx, off!(mark), *m),
+                Stmt::TtlSet(t) => self.store_imm32(b, ctx, off!(ttl), u32::from(*t)),
+                Stmt::Notrack => self.store_imm32(b, ctx, off!(ct), u32::from(ct::UNTRACKED)),
+                Stmt::Snat(_) | Stmt::Dnat(_) | Stmt::Masquerade(_) | Stmt::Redirect(_) => {
+                    let idx = self.nat.len() as i64;
+                    self.nat.push((rule.id, s.clone()));
+                    let i = b.ins().iconst(types::I32, idx);
+                    let r = self.call_cb(b, cb_nat as *const () as usize, &[ctx, i]);
+                    let ok = b.create_block();
+                    let fail = b.create_block();
+                    b.ins().brif(r, ok, &[], fail, &[]);
+                    b.switch_to_block(fail);
+                    self.ret(b, verdict::ERROR);
+                    b.switch_to_block(ok);
+                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.ret(b, verdict::ACCEPT);
+                    return;
+                }
+                Stmt::Vmap { key, arms } => {
+                    let rest = b.create_block();
+                    let arm_blocks: Vec<ir::Block> =
+                        arms.iter().map(|_| b.create_block()).collect();
+                    match key {
+                        VmapKey::Field(f) => {
+                            let v = self.load32(b, ctx, field_offset(*f));
+                            // (lo, hi, arm) sorted by lo; keys are disjoint (checked)
+                            let mut iv: Vec<(u32, u32, u32)> = arms
+                                .iter()
+                                .enumerate()
+                                .filter_map(|(k, a)| match &a.key {
+                                    VmapArmKey::Num(e) => {
+                                        let (lo, hi) = e.bounds();
+                                        Some((lo, hi, k as u32))
+                                    }
+                                    VmapArmKey::Iface(_) => None,
+                                })
+                                .collect();
+                            iv.sort_unstable();
+                            let lookup = b.create_block();
+                            match self.availability(b, ctx, *f) {
+                                Some(a) => {
+                                    b.ins().brif(a, lookup, &[], rest, &[]);
+                                }
+                                None => {
+                                    b.ins().jump(lookup, &[]);
+                                }
+                            }
+                            b.switch_to_block(lookup);
+                            let arm = self.vmap_lookup(b, v, &iv);
+                            let mut sw = Switch::new();
+                            for (k, blk) in arm_blocks.iter().enumerate() {
+                                sw.set_entry(k as u128, *blk);
+                            }
+                            sw.emit(b, arm, rest);
+                        }
+                        VmapKey::Iface(dir) => {
+                            for (k, a) in arms.iter().enumerate() {
+                                if let VmapArmKey::Iface(n) = &a.key {
+                                    let bit = self.iface_bit(b, ctx, *dir, n);
+                                    let miss = b.create_block();
+                                    b.ins().brif(bit, arm_blocks[k], &[], miss, &[]);
+                                    b.switch_to_block(miss);
+                                }
+                            }
+                            b.ins().jump(rest, &[]);
+                        }
+                    }
+                    for (k, a) in arms.iter().enumerate() {
+                        b.switch_to_block(arm_blocks[k]);
+                        // an arm is one verdict; a jump that returns goes on to the next rule
+                        self.stmts(b, ctx, rule, std::slice::from_ref(&a.verdict), next, policy);
+                    }
+                    b.switch_to_block(rest);
+                    // a miss: the rule's remaining statements run
+                    self.stmts(b, ctx, rule, &stmts[i + 1..], next, policy);
+                    return;
+                }
+            }
+        }
+        b.ins().jump(next, &[]);
+    }
+
+    /// Binary search over sorted disjoint (lo, hi, arm): the arm index, or u32::MAX on a miss.
+    fn vmap_lookup(&mut self, b: &mut FunctionBuilder, v: Value, iv: &[(u32, u32, u32)]) -> Value {
+        let flat: Box<[u32]> = iv.iter().flat_map(|&(l, h, a)| [l, h, a]).collect();
+        let base = flat.as_ptr() as i64;
+        let n = iv.len() as i64;
+        self.data.push(flat);
+        let (head, body, right, found, done) = (
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+        );
+        b.append_block_param(head, types::I32);
+        b.append_block_param(head, types::I32);
+        b.append_block_param(done, types::I32);
+        let zero = b.ins().iconst(types::I32, 0);
+        let nn = b.ins().iconst(types::I32, n);
+        b.ins()
+            .jump(head, &[BlockArg::Value(zero), BlockArg::Value(nn)]);
+        b.switch_to_block(head);
+        let lo = b.block_params(head)[0];
+        let hi = b.block_params(head)[1];
+        let empty = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, lo, hi);
+        let miss = b.ins().iconst(types::I32, i64::from(u32::MAX));
+        b.ins()
+            .brif(empty, done, &[BlockArg::Value(miss)], body, &[]);
+        b.switch_to_block(body);
+        let sum = b.ins().iadd(lo, hi);
+        let mid = b.ins().ushr_imm_u(sum, 1);
+        let mid64 = b.ins().uextend(self.ptr, mid);
+        let off = b.ins().imul_imm_u(mid64, 12);
+        let basev = b.ins().iconst(self.ptr, base);
+        let addr = b.ins().iadd(basev, off);
+        let l = b.ins().load(types::I32, trusted(), addr, 0);
+        let below = b.ins().icmp(IntCC::UnsignedLessThan, v, l);
+        b.ins().brif(
+            below,
+            head,
+            &[BlockArg::Value(lo), BlockArg::Value(mid)],
+            right,
+            &[],
+        );
+        b.switch_to_block(right);
+        let h = b.ins().load(types::I32, trusted(), addr, 4);
+        let above = b.ins().icmp(IntCC::UnsignedGreaterThan, v, h);
+        let mid1 = {
+            let one = c32(b, 1);
+            b.ins().iadd(mid, one)
+        };
+        b.ins().brif(
+            above,
+            head,
+            &[BlockArg::Value(mid1), BlockArg::Value(hi)],
+            found,
+            &[],
+        );
+        b.switch_to_block(found);
+        let arm = b.ins().load(types::I32, trusted(), addr, 8);
+        b.ins().jump(done, &[BlockArg::Value(arm)]);
+        b.switch_to_block(done);
+        b.block_params(done)[0]
+    }
+
+    fn chain_ref(&self, b: &mut FunctionBuilder, t: ChainId) -> ir::FuncRef {
+        // declared per use; cranelift dedupes nothing here, which is fine for correctness
+        let id = self.chain_ids[t.0 as usize];
+        let mut sig = Signature::new(b.func.signature.call_conv);
+        sig.params.push(AbiParam::new(self.ptr));
+        sig.returns.push(AbiParam::new(types::I32));
+        let sref = b.import_signature(sig);
+        let name = b
+            .func
+            .declare_imported_user_function(ir::UserExternalName::new(0, id.as_u32()));
+        b.import_function(ir::ExtFuncData {
+            name: ir::ExternalName::user(name),
+            signature: sref,
+            colocated: true,
+            patchable: false,
+        })
+    }
+
+    fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
+        let len = self.load32(b, ctx, off!(len));
+        let len64 = b.ins().uextend(types::I64, len);
+        for (field, add) in [(off!(packets), None), (off!(bytes), Some(len64))] {
+            let base = b.ins().load(self.ptr, trusted(), ctx, field);
+            let o = (id as i32) * 8;
+            let cur = b.ins().load(types::I64, trusted(), base, o);
+            let new = match add {
+                None => b.ins().iadd_imm_u(cur, 1),
+                Some(l) => b.ins().iadd(cur, l),
+            };
+            b.ins().store(trusted(), new, base, o);
+        }
+    }
+
+    /// One chain function.
+    fn chain(&mut self, b: &mut FunctionBuilder, idx: usize) {
+        let chain = &self.program.chains[idx];
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let ctx = b.block_params(entry)[0];
+        let policy = match chain.kind {
+            ChainKind::Base { .. } => Some(b.create_block()),
+            ChainKind::Sub { .. } => None,
+        };
+        let rules = chain.rules.clone();
+        let runs = if self.opts.decision_trees {
+            dtree::find_runs(&rules, self.opts.min_run)
+        } else {
+            vec![]
+        };
+        let n = rules.len();
+        let blocks: Vec<ir::Block> = (0..=n).map(|_| b.create_block()).collect();
+        b.ins().jump(blocks[0], &[]);
+        let mut i = 0;
+        while i < n {
+            if let Some(run) = runs.iter().find(|r| r.start == i) {
+                // a decision tree finds the first matching rule of the run in one lookup
+                b.switch_to_block(blocks[i]);
+                let tree = Box::new(dtree::Tree::build(&rules[run.start..run.end]));
+                let tptr = &*tree as *const dtree::Tree as i64;
+                self.trees.push(tree);
+                self.tree_rules += run.end - run.start;
+                let mut sig = Signature::new(b.func.signature.call_conv);
+                sig.params.push(AbiParam::new(self.ptr));
+                sig.params.push(AbiParam::new(self.ptr));
+                sig.returns.push(AbiParam::new(types::I32));
+                let sref = b.import_signature(sig);
+                let callee = b
+                    .ins()
+                    .iconst(self.ptr, dtree::lookup_ctx as *const () as usize as i64);
+                let t = b.ins().iconst(self.ptr, tptr);
+                let call = b.ins().call_indirect(sref, callee, &[t, ctx]);
+                let hit = b.inst_results(call)[0];
+                let targets: Vec<ir::Block> =
+                    (run.start..run.end).map(|_| b.create_block()).collect();
+                let mut sw = Switch::new();
+                for (k, blk) in targets.iter().enumerate() {
+                    sw.set_entry(k as u128, *blk);
+                }
+                sw.emit(b, hit, blocks[run.end]);
+                for (k, blk) in targets.iter().enumerate() {
+                    let r = &rules[run.start + k];
+                    b.switch_to_block(*blk);
+                    self.bump_counters(b, ctx, r.id.0);
+                    // rules of a run end the chain: `next` is never reached
+                    self.stmts(b, ctx, r, &r.stmts, blocks[run.end], policy);
+                }
+                i = run.end;
+                continue;
+            }
+            let r = &rules[i];
+            b.switch_to_block(blocks[i]);
+            for p in &r.preds {
+                let t = self.pred(b, ctx, r.id, p);
+                let cont = b.create_block();
+                b.ins().brif(t, cont, &[], blocks[i + 1], &[]);
+                b.switch_to_block(cont);
+            }
+            self.bump_counters(b, ctx, r.id.0);
+            self.stmts(b, ctx, r, &r.stmts, blocks[i + 1], policy);
+            i += 1;
+        }
+        b.switch_to_block(blocks[n]);
+        match (policy, &chain.kind) {
+            (Some(p), ChainKind::Base { policy: pol, .. }) => {
+                b.ins().jump(p, &[]);
+                b.switch_to_block(p);
+                self.store_imm32(b, ctx, off!(rule), NO_RULE);
+                self.ret(
+                    b,
+                    match pol {
+                        Policy::Accept => verdict::ACCEPT,
+                        Policy::Drop => verdict::DROP,
+                    },
+                );
+            }
+            _ => self.ret(b, verdict::CONT),
+        }
+        b.seal_all_blocks();
+    }
+
+    /// The packet parser: every load is preceded by a length check.
+    fn parse(&self, b: &mut FunctionBuilder) {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let ctx = b.block_params(entry)[0];
+        let fail = b.create_block();
+        let zero = b.ins().iconst(types::I32, 0);
+        for f in [
+            off!(l3_ok),
+            off!(l4),
+            off!(sport),
+            off!(dport),
+            off!(icmp_type),
+            off!(icmp_code),
+            off!(tcp_flags),
+        ] {
+            self.store32(b, ctx, f, zero);
+        }
+        let data = b.ins().load(self.ptr, trusted(), ctx, off!(data));
+        let len = self.load32(b, ctx, off!(len));
+        let raw = MemFlagsData::new().with_notrap();
+        let byte =
+            |b: &mut FunctionBuilder, base: Value, o: i32| b.ins().uload8(types::I32, raw, base, o);
+        let be16 = |b: &mut FunctionBuilder, base: Value, o: i32| {
+            let hi = b.ins().uload8(types::I32, raw, base, o);
+            let lo = b.ins().uload8(types::I32, raw, base, o + 1);
+            let h = b.ins().ishl_imm_u(hi, 8);
+            b.ins().bor(h, lo)
+        };
+        let be32 = |b: &mut FunctionBuilder, base: Value, o: i32| {
+            let a = be16(b, base, o);
+            let c = be16(b, base, o + 2);
+            let a = b.ins().ishl_imm_u(a, 16);
+            b.ins().bor(a, c)
+        };
+        let check = |b: &mut FunctionBuilder, ok: Value| {
+            let next = b.create_block();
+            b.ins().brif(ok, next, &[], fail, &[]);
+            b.switch_to_block(next);
+        };
+        // the fixed IPv4 header
+        let ok = icmp_u(
+            b,
+            IntCC::UnsignedGreaterThanOrEqual,
+            len,
+            interp::wire::IPV4_MIN as i64,
+        );
+        check(b, ok);
+        let b0 = byte(b, data, 0);
+        let ver = b.ins().ushr_imm_u(b0, 4);
+        let ok = icmp_u(b, IntCC::Equal, ver, 4);
+        check(b, ok);
+        let ihl0 = b.ins().band_imm_u(b0, 0x0f);
+        let ihl = b.ins().ishl_imm_u(ihl0, 2);
+        let ok = icmp_u(
+            b,
+            IntCC::UnsignedGreaterThanOrEqual,
+            ihl,
+            interp::wire::IPV4_MIN as i64,
+        );
+        check(b, ok);
+        let total = be16(b, data, 2);
+        let ok1 = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, total, ihl);
+        let ok2 = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, total, len);
+        let ok = b.ins().band(ok1, ok2);
+        check(b, ok);
+        let ttl = byte(b, data, 8);
+        self.store32(b, ctx, off!(ttl), ttl);
+        let proto = byte(b, data, 9);
+        self.store32(b, ctx, off!(proto), proto);
+        let s = be32(b, data, 12);
+        self.store32(b, ctx, off!(saddr), s);
+        let d = be32(b, data, 16);
+        self.store32(b, ctx, off!(daddr), d);
+        let one = b.ins().iconst(types::I32, 1);
+        self.store32(b, ctx, off!(l3_ok), one);
+        // the transport header: not in a non-first fragment
+        let frag = be16(b, data, 6);
+        let frag_off = b.ins().band_imm_u(frag, 0x1fff);
+        let first = icmp_u(b, IntCC::Equal, frag_off, 0);
+        let done = b.create_block();
+        check_to(b, first, done);
+        let l4len = b.ins().isub(total, ihl);
+        let ihl64 = b.ins().uextend(self.ptr, ihl);
+        let l4p = b.ins().iadd(data, ihl64);
+        let (tcp, not_tcp, udp, not_udp, icmp) = (
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+            b.create_block(),
+        );
+        let is = icmp_u(b, IntCC::Equal, proto, 6);
+        b.ins().brif(is, tcp, &[], not_tcp, &[]);
+        // TCP: the whole 20-byte header
+        b.switch_to_block(tcp);
+        let ok = icmp_u(
+            b,
+            IntCC::UnsignedGreaterThanOrEqual,
+            l4len,
+            interp::wire::TCP_MIN as i64,
+        );
+        check_to(b, ok, done);
+        let sp = be16(b, l4p, 0);
+        self.store32(b, ctx, off!(sport), sp);
+        let dp = be16(b, l4p, 2);
+        self.store32(b, ctx, off!(dport), dp);
+        let fl = byte(b, l4p, 13);
+        let fl = b.ins().band_imm_u(fl, 0x3f);
+        self.store32(b, ctx, off!(tcp_flags), fl);
+        self.store32(b, ctx, off!(l4), one);
+        b.ins().jump(done, &[]);
+        b.switch_to_block(not_tcp);
+        let is = icmp_u(b, IntCC::Equal, proto, 17);
+        b.ins().brif(is, udp, &[], not_udp, &[]);
+        b.switch_to_block(udp);
+        let ok = icmp_u(
+            b,
+            IntCC::UnsignedGreaterThanOrEqual,
+            l4len,
+            interp::wire::UDP_MIN as i64,
+        );
+        check_to(b, ok, done);
+        let sp = be16(b, l4p, 0);
+        self.store32(b, ctx, off!(sport), sp);
+        let dp = be16(b, l4p, 2);
+        self.store32(b, ctx, off!(dport), dp);
+        self.store32(b, ctx, off!(l4), one);
+        b.ins().jump(done, &[]);
+        b.switch_to_block(not_udp);
+        let is = icmp_u(b, IntCC::Equal, proto, 1);
+        check_to(b, is, done);
+        b.ins().jump(icmp, &[]);
+        b.switch_to_block(icmp);
+        let ok = icmp_u(
+            b,
+            IntCC::UnsignedGreaterThanOrEqual,
+            l4len,
+            interp::wire::ICMP_MIN as i64,
+        );
+        check_to(b, ok, done);
+        let t = byte(b, l4p, 0);
+        self.store32(b, ctx, off!(icmp_type), t);
+        let c = byte(b, l4p, 1);
+        self.store32(b, ctx, off!(icmp_code), c);
+        self.store32(b, ctx, off!(l4), one);
+        b.ins().jump(done, &[]);
+        b.switch_to_block(done);
+        b.ins().return_(&[zero]);
+        b.switch_to_block(fail);
+        let z = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[z]);
+        b.seal_all_blocks();
+    }
+}
+
+/// Continues at a new block when `ok`, else jumps to `otherwise`.
+fn check_to(b: &mut FunctionBuilder, ok: Value, otherwise: ir::Block) {
+    let next = b.create_block();
+    b.ins().brif(ok, next, &[], otherwise, &[]);
+    b.switch_to_block(next);
+}
+
+fn collect_patterns(p: &Program) -> Vec<IfName> {
+    let mut out: Vec<IfName> = Vec::new();
+    let mut add = |n: &IfName| {
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
+    };
+    for c in &p.chains {
+        for r in &c.rules {
+            for pr in &r.preds {
+                if let Pred::Iface { names, .. } = pr {
+                    names.iter().for_each(&mut add);
+                }
+            }
+            for s in &r.stmts {
+                if let Stmt::Vmap { arms, .. } = s {
+                    for a in arms {
+                        if let VmapArmKey::Iface(n) = &a.key {
+                            add(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Longest chain of calls from any base chain.
+fn call_depth(p: &Program) -> usize {
+    fn depth(p: &Program, c: usize, memo: &mut Vec<Option<usize>>) -> usize {
+        if let Some(d) = memo[c] {
+            return d;
+        }
+        memo[c] = Some(0);
+        let mut d = 0;
+        for r in &p.chains[c].rules {
+            for s in &r.stmts {
+                let mut ts = vec![];
+                match s {
+                    Stmt::Jump(t) | Stmt::Goto(t) => ts.push(*t),
+                    Stmt::Vmap { arms, .. } => {
+                        for a in arms {
+                            if let Stmt::Jump(t) | Stmt::Goto(t) = a.verdict {
+                                ts.push(t);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                for t in ts {
+                    d = d.max(1 + depth(p, t.0 as usize, memo));
+                }
+            }
+        }
+        memo[c] = Some(d);
+        d
+    }
+    let mut memo = vec![None; p.chains.len()];
+    (0..p.chains.len())
+        .map(|c| depth(p, c, &mut memo))
+        .max()
+        .unwrap_or(0)
+}
+
+impl JitProgram {
+    /// Compiles the program. The program must have passed `ir::verify`.
+    pub fn compile(program: &Program, opts: Options) -> Result<JitProgram, JitError> {
+        let d = call_depth(program);
+        if d > 63 {
+            return Err(JitError::TooDeep(d));
+        }
+        let mut flags = settings::builder();
+        let set = |f: &mut settings::Builder, k: &str, v: &str| {
+            f.set(k, v).map_err(|e| JitError::Codegen(e.to_string()))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "is_pic", "false")?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| JitError::Codegen(e.to_string()))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| JitError::Codegen(e.to_string()))?;
+        let ptr = isa.pointer_type();
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I32));
+        let codegen = |e: cranelift_module::ModuleError| JitError::Codegen(e.to_string());
+        let parse_id = module
+            .declare_function("parse", Linkage::Local, &sig)
+            .map_err(codegen)?;
+        let chain_ids: Vec<FuncId> = (0..program.chains.len())
+            .map(|i| {
+                module
+                    .declare_function(&format!("c{i}"), Linkage::Local, &sig)
+                    .map_err(codegen)
+            })
+            .collect::<Result<_, _>>()?;
+        let patterns = collect_patterns(program);
+        let pattern_idx: HashMap<IfName, usize> = patterns
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, n)| (n, i))
+            .collect();
+        let mut data = Vec::new();
+        let mut trees = Vec::new();
+        let mut stateful = Vec::new();
+        let mut nat = Vec::new();
+        let mut clif = opts.keep_clif.then(String::new);
+        let mut fctx = FunctionBuilderContext::new();
+        let mut cctx: Context = module.make_context();
+        let mut gen = Gen {
+            program,
+            ptr,
+            chain_ids: chain_ids.clone(),
+            patterns: &pattern_idx,
+            data: &mut data,
+            trees: &mut trees,
+            stateful: &mut stateful,
+            nat: &mut nat,
+            opts,
+            tree_rules: 0,
+        };
+        let mut code_size = 0;
+        let target = module.target_config();
+        for (k, id) in std::iter::once(parse_id)
+            .chain(chain_ids.iter().copied())
+            .enumerate()
+        {
+            cctx.func.signature = sig.clone();
+            cctx.func.name = UserFuncName::user(0, id.as_u32());
+            {
+                let mut b = FunctionBuilder::new(&mut cctx.func, &mut fctx);
+                if k == 0 {
+                    gen.parse(&mut b);
+                } else {
+                    gen.chain(&mut b, k - 1);
+                }
+                b.finalize(target);
+            }
+            if let Some(c) = clif.as_mut() {
+                let name = if k == 0 {
+                    "parse".to_string()
+                } else {
+                    format!(
+                        "chain c{} ({})",
+                        k - 1,
+                        program.chains[k - 1].display_name()
+                    )
+                };
+                c.push_str(&format!("; {name}\n{}\n", cctx.func.display()));
+            }
+            module
+                .define_function(id, &mut cctx)
+                .map_err(|e| JitError::Codegen(format!("{e:?}")))?;
+            code_size += cctx
+                .compiled_code()
+                .map(|c| c.code_buffer().len())
+                .unwrap_or(0);
+            module.clear_context(&mut cctx);
+        }
+        let tree_rules = gen.tree_rules;
+        module.finalize_definitions().map_err(codegen)?;
+        // SAFETY: each id was defined above with the signature `fn(*mut Ctx) -> u32` in the
+        // C calling convention of the host, and the module is kept alive as long as `self`.
+        let parse: ChainFn =
+            unsafe { std::mem::transmute(module.get_finalized_function(parse_id)) };
+        let chains: Vec<ChainFn> = chain_ids
+            .iter()
+            // SAFETY: as above.
+            .map(|id| unsafe {
+                std::mem::transmute::<*const u8, ChainFn>(module.get_finalized_function(*id))
+            })
+            .collect();
+        let n = program.rule_count();
+        Ok(JitProgram {
+            program: program.clone(),
+            module: Some(module),
+            parse,
+            chains,
+            patterns,
+            _data: data,
+            _trees: trees,
+            stateful,
+            nat,
+            packets: vec![0; n],
+            bytes: vec![0; n],
+            clif,
+            tree_rules,
+            code_size,
+        })
+    }
+
+    /// The Cranelift IR of every function, when compiled with `keep_clif`.
+    pub fn clif(&self) -> Option<&str> {
+        self.clif.as_deref()
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Per-rule (packets, bytes) counters, indexed by rule id.
+    pub fn counters(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.packets.iter().copied().zip(self.bytes.iter().copied())
+    }
+
+    fn iface_bits(&self, name: Option<&str>, out: &mut Vec<u64>) {
+        out.clear();
+        out.resize(self.patterns.len().div_ceil(64).max(1), 0);
+        for (i, p) in self.patterns.iter().enumerate() {
+            if p.matches(name) {
+                out[i / 64] |= 1 << (i % 64);
+            }
+        }
+    }
+
+    /// Classifies raw IPv4 bytes along `path`.
+    pub fn classify(
+        &mut self,
+        path: PathKind,
+        bytes: &[u8],
+        meta: &Meta,
+        oracle: &mut dyn Oracle,
+    ) -> Result<JitOutcome, InterpError> {
+        let mut iif_bits = Vec::new();
+        let mut oif_bits = Vec::new();
+        self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
+        self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
+        let mut env = Env {
+            program: &self.program,
+            oracle,
+            path,
+            stateful: &self.stateful,
+            nat: &self.nat,
+            iif: meta.iif.clone(),
+            oif: meta.oif.clone(),
+            error: None,
+            logs: vec![],
+        };
+        let mut ctx = Ctx {
+            data: bytes.as_ptr(),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            l3_ok: 0,
+            proto: 0,
+            saddr: 0,
+            daddr: 0,
+            sport: 0,
+            dport: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            tcp_flags: 0,
+            l4: 0,
+            ttl: 0,
+            mark: meta.mark,
+            ct: u32::from(meta.ct),
+            rule: NO_RULE,
+            aux: 0,
+            iif_bits: iif_bits.as_ptr(),
+            oif_bits: oif_bits.as_ptr(),
+            packets: self.packets.as_mut_ptr(),
+            bytes: self.bytes.as_mut_ptr(),
+            env: (&mut env) as *mut Env<'_> as *mut std::ffi::c_void,
+        };
+        // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
+        // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
+        unsafe { (self.parse)(&mut ctx) };
+        let done = |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>| {
+            let mut packet = ctx_packet(ctx);
+            packet.iif = meta.iif.clone();
+            packet.oif = meta.oif.clone();
+            JitOutcome {
+                fate,
+                deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
+                packet,
+                logs,
+            }
+        };
+        if ctx.l3_ok == 0 {
+            ctx.rule = NO_RULE;
+            let mut o = done(&ctx, Fate::Drop, vec![]);
+            o.packet = Packet {
+                l4: false,
+                ..Packet::default()
+            };
+            return Ok(o);
+        }
+        let mut last = NO_RULE;
+        for &hook in path.hooks() {
+            for e in &self.program.hooks[hook.index()] {
+                if e.table == Table::Nat && ctx.ct as u8 & (ct::NEW | ct::RELATED) == 0 {
+                    continue;
+                }
+                ctx.rule = NO_RULE;
+                let f = self.chains[e.chain.0 as usize];
+                // SAFETY: generated chain code of signature `fn(*mut Ctx) -> u32`; it reads
+                // the ctx, the counters (sized for every rule id) and the interface bit sets
+                // (sized for every pattern), and calls back with `ctx.env`, which points to
+                // `env`, alive until the end of this function.
+                let r = unsafe { f(&mut ctx) };
+                last = ctx.rule;
+                let fate = match r {
+                    verdict::ACCEPT => continue,
+                    verdict::DROP => Fate::Drop,
+                    verdict::REJECT => Fate::Reject(if ctx.aux == 256 {
+                        RejectKind::TcpReset
+                    } else {
+                        RejectKind::IcmpUnreach(ctx.aux as u8)
+                    }),
+                    verdict::QUEUE => Fate::Queue {
+                        num: ctx.aux as u16,
+                        bypass: ctx.aux >> 16 != 0,
+                    },
+                    _ => {
+                        let err = env.error.take();
+                        return Err(err.unwrap_or(InterpError::NoIfaceAddr {
+                            rule: RuleId(ctx.rule),
+                            iface: None,
+                        }));
+                    }
+                };
+                let logs = std::mem::take(&mut env.logs);
+                return Ok(done(&ctx, fate, logs));
+            }
+        }
+        ctx.rule = last;
+        let logs = std::mem::take(&mut env.logs);
+        Ok(done(&ctx, Fate::Accept, logs))
+    }
+}
+
+/// A 32-bit constant with the given bit pattern.
+fn c32(b: &mut FunctionBuilder, v: u32) -> Value {
+    b.ins().iconst(types::I32, i64::from(v as i32))
+}
+
+/// Compares an integer value with a constant (given as its unsigned 32-bit pattern).
+fn icmp_u(b: &mut FunctionBuilder, cc: IntCC, x: Value, imm: impl TryInto<u32>) -> Value {
+    let v = imm.try_into().unwrap_or(u32::MAX);
+    let ty = b.func.dfg.value_type(x);
+    let k = if ty == types::I32 {
+        c32(b, v)
+    } else {
+        b.ins().iconst(ty, i64::from(v))
+    };
+    b.ins().icmp(cc, x, k)
+}

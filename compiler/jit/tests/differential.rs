@@ -1,0 +1,585 @@
+//! Differential testing: random programs using every construct and random packets (including
+//! truncated and malformed ones) through the interpreter and the JIT (with and without
+//! decision trees). They must agree on the fate, the deciding rule, the rewritten headers and
+//! the logs, or fail in the same way.
+//!
+//! `FWC_DIFF_CASES=N` sets the number of programs (default 48; each gets 150 packets).
+
+use fwc_compiler::interp::{self, Meta, Oracle, Packet, PathKind};
+use fwc_compiler::ir::{ct, Pred, RuleId};
+use fwc_compiler::loader::MemFiles;
+use fwc_jit::{JitProgram, Options};
+use proptest::prelude::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+    fn chance(&mut self, pct: usize) -> bool {
+        self.below(100) < pct
+    }
+}
+
+const ADDRS: &[&str] = &[
+    "10.0.0.1", "10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "192.0.2.7", "198.51.100.0/25",
+    "10.0.0.1-10.0.0.9", "{ 10.0.0.2, 192.0.2.0/28, 198.51.100.64-198.51.100.127 }",
+    "{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 }",
+];
+const PORTS: &[&str] = &[
+    "22",
+    "53",
+    "80",
+    "443",
+    "1000-2000",
+    "{ 22, 80, 443 }",
+    "{ 1-3, 7, 9, 11, 20-25, 53, 100-200, 8080 }",
+];
+const IFACES: &[&str] = &["eth0", "eth1", "eth*", "lo", "{ eth0, wg0 }"];
+const STATES: &[&str] = &[
+    "new",
+    "established",
+    "related",
+    "invalid",
+    "untracked",
+    "established,related",
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum L4 {
+    Tcp,
+    Udp,
+    Icmp,
+    Any,
+}
+
+fn matches(r: &mut Rng, l4: L4) -> Vec<String> {
+    let mut m = Vec::new();
+    let neg = |r: &mut Rng| if r.chance(25) { "!= " } else { "" };
+    for _ in 0..r.below(4) {
+        let s = match r.below(11) {
+            0 => format!("ip saddr {}{}", neg(r), r.pick(ADDRS)),
+            1 => format!("ip daddr {}{}", neg(r), r.pick(ADDRS)),
+            2 => format!("iif {}{}", neg(r), r.pick(IFACES)),
+            3 => format!("oif {}{}", neg(r), r.pick(IFACES)),
+            4 => format!("ct state {}{}", neg(r), r.pick(STATES)),
+            5 => format!(
+                "mark {}{}",
+                neg(r),
+                r.pick(&["0x1", "0x2-0x10", "{ 0x1, 0x7 }"])
+            ),
+            6 if r.chance(30) => format!("limit {}{}", neg(r), r.pick(&["1/second", "10/minute"])),
+            7 if r.chance(30) => format!(
+                "statistic probability {}",
+                r.pick(&["0.5", "0.1", "0", "1"])
+            ),
+            8 => match l4 {
+                L4::Tcp => format!("tcp dport {}{}", neg(r), r.pick(PORTS)),
+                L4::Udp => format!("udp sport {}{}", neg(r), r.pick(PORTS)),
+                L4::Icmp => format!(
+                    "icmp type {}{}",
+                    neg(r),
+                    r.pick(&["echo-request", "{ 0, 3, 11 }", "8"])
+                ),
+                L4::Any if m.iter().any(|x: &String| x.starts_with("ip protocol")) => continue,
+                L4::Any => format!(
+                    "ip protocol {}{}",
+                    neg(r),
+                    r.pick(&["tcp", "{ tcp, udp }", "47"])
+                ),
+            },
+            9 if l4 == L4::Tcp => format!(
+                "tcp flags {}{}",
+                neg(r),
+                r.pick(&["syn / syn,ack", "ack", "fin,ack / fin,ack,rst"])
+            ),
+            _ => match l4 {
+                L4::Tcp => format!("tcp sport {}", r.pick(PORTS)),
+                L4::Udp => format!("udp dport {}", r.pick(PORTS)),
+                L4::Icmp => "icmp".to_string(),
+                L4::Any => continue,
+            },
+        };
+        m.push(s);
+    }
+    match l4 {
+        L4::Tcp if !m.iter().any(|x| x.starts_with("tcp")) => m.insert(0, "tcp".into()),
+        L4::Udp if !m.iter().any(|x| x.starts_with("udp")) => m.insert(0, "udp".into()),
+        L4::Icmp if !m.iter().any(|x| x.starts_with("icmp")) => m.insert(0, "icmp".into()),
+        _ => {}
+    }
+    m
+}
+
+/// A random but always valid program: `subs` subchains with parameters (a chain only calls
+/// later ones), every table on random hooks.
+fn program(r: &mut Rng) -> String {
+    let mut s =
+        String::from("interface eth0 address 203.0.113.1;\ninterface eth1 address 10.0.0.1;\n");
+    let subs = 1 + r.below(4);
+    for i in 0..subs {
+        s.push_str(&format!("chain s{i}(a: set<ip>, p: port) {{\n"));
+        for _ in 0..1 + r.below(5) {
+            let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Icmp, L4::Any]);
+            let mut m = matches(r, l4);
+            if r.chance(40) {
+                m.push("ip saddr $a".into());
+            }
+            if r.chance(30) && l4 == L4::Tcp {
+                m.push("tcp dport $p".into());
+            }
+            let mut st: Vec<String> = Vec::new();
+            if r.chance(30) {
+                st.push(
+                    r.pick(&["counter", "log prefix \"s \"", "mark set 0x7", "audit"])
+                        .to_string(),
+                );
+            }
+            let later = i + 1 < subs;
+            let t = match r.below(if later { 7 } else { 5 }) {
+                0 => "accept".to_string(),
+                1 => "drop".to_string(),
+                2 => "return".to_string(),
+                3 => format!("queue num {}", r.below(3)),
+                4 => String::new(),
+                5 => format!(
+                    "jump s{}({{ 10.0.0.1 }}, 22)",
+                    i + 1 + r.below(subs - i - 1)
+                ),
+                _ => format!("goto s{}($a, $p)", i + 1 + r.below(subs - i - 1)),
+            };
+            if !t.is_empty() {
+                st.push(t);
+            }
+            if st.is_empty() {
+                st.push("counter".into());
+            }
+            s.push_str(&format!("    {} {};\n", m.join(" "), st.join(" ")));
+        }
+        s.push_str("}\n");
+    }
+    let tables: &[(&str, &[&str])] = &[
+        ("raw", &["prerouting", "output"]),
+        (
+            "mangle",
+            &["prerouting", "input", "forward", "output", "postrouting"],
+        ),
+        ("nat", &["prerouting", "input", "output", "postrouting"]),
+        ("filter", &["input", "forward", "output"]),
+        ("security", &["input", "forward", "output"]),
+    ];
+    for (t, hooks) in tables {
+        s.push_str(&format!("table {t} {{\n"));
+        for h in *hooks {
+            if r.chance(35) && *t != "filter" {
+                continue;
+            }
+            let pol = if r.chance(25) { " policy drop" } else { "" };
+            s.push_str(&format!("  chain {h}{pol} {{\n"));
+            // a long run of plain 5-tuple rules now and then, for the decision trees
+            if *t == "filter" && r.chance(40) {
+                for _ in 0..20 + r.below(40) {
+                    let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Any]);
+                    let mut m = Vec::new();
+                    if r.chance(60) {
+                        m.push(format!(
+                            "ip saddr {}",
+                            r.pick(&[
+                                "10.0.0.0/8",
+                                "10.0.0.1",
+                                "192.0.2.0/24",
+                                "198.51.100.0/25",
+                                "10.1.0.0/16"
+                            ])
+                        ));
+                    }
+                    if r.chance(60) {
+                        m.push(format!(
+                            "ip daddr {}",
+                            r.pick(&["192.0.2.7", "192.0.2.0/24", "10.0.0.0/8", "198.51.100.0/25"])
+                        ));
+                    }
+                    match l4 {
+                        L4::Tcp => m.push(format!(
+                            "tcp dport {}",
+                            r.pick(&["22", "80", "443", "1000-2000"])
+                        )),
+                        L4::Udp => m.push(format!("udp sport {}", r.pick(&["53", "1000-2000"]))),
+                        _ => {}
+                    }
+                    let v = r.pick(&["accept", "drop", "reject", "counter accept", "log drop"]);
+                    s.push_str(&format!("    {} {v};\n", m.join(" ")));
+                }
+            }
+            for _ in 0..r.below(7) {
+                let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Icmp, L4::Any]);
+                let m = matches(r, l4);
+                let mut st: Vec<String> = Vec::new();
+                if r.chance(25) {
+                    st.push(
+                        r.pick(&["counter", "log level info", "mark set 0x1"])
+                            .to_string(),
+                    );
+                }
+                if *t == "raw" && r.chance(30) {
+                    st.push("notrack".into());
+                }
+                if *t == "mangle" && r.chance(20) {
+                    st.push("ip ttl set 9".into());
+                }
+                let ports = matches!(l4, L4::Tcp | L4::Udp);
+                let term: String = match (*t, *h) {
+                    ("nat", "postrouting") => r.pick(&["masquerade", "snat to 192.0.2.99", "accept", ""]).to_string(),
+                    ("nat", "input") => r.pick(&["snat to 192.0.2.98", "accept", ""]).to_string(),
+                    ("nat", _) => {
+                        if ports && r.chance(50) {
+                            r.pick(&["dnat to 10.9.9.9:8080", "redirect to :3128"]).to_string()
+                        } else {
+                            r.pick(&["dnat to 10.9.9.9", "accept", ""]).to_string()
+                        }
+                    }
+                    (_, "input" | "forward" | "output") if r.chance(20) => {
+                        if l4 == L4::Tcp && r.chance(50) {
+                            "reject with tcp-reset".into()
+                        } else {
+                            "reject with icmp host-prohibited".into()
+                        }
+                    }
+                    _ => match r.below(8) {
+                        0 | 6 => "accept".into(),
+                        7 => format!("queue num {}{}", r.below(4), if r.chance(50) { " bypass" } else { "" }),
+                        1 => "drop".into(),
+                        2 => format!("jump s{}({}, {})", r.below(subs), r.pick(&["{ 10.0.0.1 }", "{ 192.0.2.0/24, 10.0.0.9 }"]), r.pick(&["22", "80"])),
+                        3 => format!("goto s{}({{ 198.51.100.1 }}, 443)", r.below(subs)),
+                        4 if l4 == L4::Tcp => "tcp dport vmap { 22 : accept, 80 : drop, 1000-2000 : jump s0({ 10.0.0.1 }, 22) }".replace("tcp dport vmap", "__VMAP__"),
+                        _ => "return".into(),
+                    },
+                };
+                let mut m = m;
+                if term.starts_with("__VMAP__") {
+                    st.push(term.replace("__VMAP__", "tcp dport vmap"));
+                } else if !term.is_empty() {
+                    st.push(term);
+                }
+                if st.is_empty() {
+                    st.push("counter".into());
+                }
+                if m.is_empty() && r.chance(50) {
+                    m.push("iif != lo".into());
+                }
+                s.push_str(&format!("    {} {};\n", m.join(" "), st.join(" ")));
+            }
+            s.push_str("  }\n");
+        }
+        s.push_str("}\n");
+    }
+    s
+}
+
+/// A packet from small pools (so that rules hit), sometimes damaged.
+fn packet(r: &mut Rng) -> (PathKind, Vec<u8>, Meta) {
+    let addrs = [
+        0x0a00_0001u32,
+        0x0a00_0005,
+        0x0a01_0203,
+        0xc000_0207,
+        0xc000_0201,
+        0xc633_6405,
+        0xc633_6490,
+        0x0808_0808,
+        0xcb00_7101,
+    ];
+    let proto = *r.pick(&[6u8, 6, 17, 17, 1, 47]);
+    let ports = [22u16, 53, 80, 443, 1500, 3128, 8080, 40000, 7, 150];
+    let p = Packet {
+        proto,
+        saddr: *r.pick(&addrs),
+        daddr: *r.pick(&addrs),
+        sport: *r.pick(&ports),
+        dport: *r.pick(&ports),
+        icmp_type: *r.pick(&[8u8, 0, 3, 11, 13]),
+        icmp_code: 0,
+        tcp_flags: *r.pick(&[0x02u8, 0x12, 0x10, 0x11, 0x04]),
+        ttl: 64,
+        ..Packet::default()
+    };
+    let mut raw = p.to_raw();
+    match r.below(12) {
+        0 => raw.truncate(r.below(raw.len() + 1)), // truncated anywhere
+        1 => raw[0] = 0x65,                        // IPv6 version nibble
+        2 => raw[0] = 0x44,                        // header length below 20
+        3 => raw[3] = raw[3].wrapping_add(9),      // total length beyond the data
+        4 => raw[6] = 0x20 | (r.below(2) as u8),   // a fragment (MF, maybe offset)
+        5 => {
+            let l = raw.len() as u16 - 3; // total length cuts the transport header
+            raw[2..4].copy_from_slice(&l.to_be_bytes());
+        }
+        6 => raw.extend_from_slice(&[0xde, 0xad]), // trailing bytes beyond total length
+        _ => {}
+    }
+    let ifs = [
+        None,
+        Some("eth0"),
+        Some("eth1"),
+        Some("lo"),
+        Some("wg0"),
+        Some("eth7"),
+    ];
+    let meta = Meta {
+        iif: r.pick(&ifs).map(str::to_string),
+        oif: r.pick(&ifs).map(str::to_string),
+        mark: *r.pick(&[0u32, 1, 7, 0x10]),
+        ct: *r.pick(&[
+            ct::NEW,
+            ct::NEW,
+            ct::ESTABLISHED,
+            ct::RELATED,
+            ct::INVALID,
+            ct::UNTRACKED,
+        ]),
+    };
+    let path = *r.pick(&[PathKind::Input, PathKind::Forward, PathKind::Output]);
+    (path, raw, meta)
+}
+
+/// Deterministic coins: the same for both sides as long as they ask in the same order.
+struct Coins(Rng);
+impl Oracle for Coins {
+    fn limit(&mut self, _r: RuleId, p: &Pred) -> bool {
+        let hit = self.0.chance(70);
+        if matches!(p, Pred::Limit { neg: true, .. }) {
+            !hit
+        } else {
+            hit
+        }
+    }
+    fn statistic(&mut self, _r: RuleId, p: f64) -> bool {
+        (self.0.below(1000) as f64) < p * 1000.0
+    }
+}
+
+fn interp_logs(o: &interp::Outcome) -> Vec<RuleId> {
+    o.trace
+        .iter()
+        .filter(|s| s.action.starts_with("log ") || s.action == "audit")
+        .filter_map(|s| s.rule)
+        .collect()
+}
+
+fn check_program(seed: u64, packets: usize) {
+    let mut r = Rng(seed | 1);
+    let src = program(&mut r);
+    let c = fwc_compiler::compile_source("diff.fw", &src, &MemFiles::default());
+    assert!(
+        !c.has_errors(),
+        "generator made an invalid program: {:?}\n{src}",
+        c.diags
+            .iter()
+            .find(|d| d.severity == fwc_compiler::diag::Severity::Error)
+    );
+    let p = &c.checked.as_ref().unwrap().program;
+    let mut plain = JitProgram::compile(
+        p,
+        Options {
+            decision_trees: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let mut trees = JitProgram::compile(
+        p,
+        Options {
+            decision_trees: true,
+            min_run: 2,
+            keep_clif: false,
+        },
+    )
+    .unwrap();
+    for k in 0..packets {
+        let (path, raw, meta) = packet(&mut r);
+        let coin_seed = r.next() | 1;
+        let want = interp::run_raw(p, path, &raw, &meta, &mut Coins(Rng(coin_seed)));
+        for (name, jit) in [("jit", &mut plain), ("jit+trees", &mut trees)] {
+            let got = jit.classify(path, &raw, &meta, &mut Coins(Rng(coin_seed)));
+            match (&want, &got) {
+                (Ok(w), Ok(g)) => {
+                    let ctx = || {
+                        format!("{name}: seed {seed:#x} packet {k} {path:?} {meta:?} {raw:02x?}\n{src}\ntrace: {:#?}", w.trace)
+                    };
+                    assert_eq!(w.fate, g.fate, "fate; {}", ctx());
+                    assert_eq!(w.deciding_rule, g.deciding_rule, "deciding rule; {}", ctx());
+                    let (wp, gp) = (&w.packet, &g.packet);
+                    assert_eq!(
+                        (
+                            wp.saddr, wp.daddr, wp.sport, wp.dport, wp.mark, wp.ct, wp.ttl,
+                            wp.proto, wp.l4
+                        ),
+                        (
+                            gp.saddr, gp.daddr, gp.sport, gp.dport, gp.mark, gp.ct, gp.ttl,
+                            gp.proto, gp.l4
+                        ),
+                        "headers; {}",
+                        ctx()
+                    );
+                    assert_eq!(interp_logs(w), g.logs, "logs; {}", ctx());
+                }
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "{name}: seed {seed:#x}")
+                }
+                _ => panic!(
+                    "{name}: seed {seed:#x} packet {k}: interpreter {want:?} vs jit {got:?}\n{src}"
+                ),
+            }
+        }
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("FWC_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), rng_seed: proptest::test_runner::RngSeed::Fixed(0xf3c0_2026), ..ProptestConfig::default() })]
+
+    #[test]
+    fn jit_and_interpreter_agree(seed in any::<u64>()) {
+        check_program(seed, 150);
+    }
+}
+
+#[test]
+fn malformed_packets_are_dropped_before_the_hooks() {
+    let c = fwc_compiler::compile_source(
+        "m.fw",
+        "table filter { chain input policy accept { accept; } }",
+        &MemFiles::default(),
+    );
+    let p = &c.checked.as_ref().unwrap().program;
+    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    let good = Packet::default().to_raw();
+    for len in 0..good.len() {
+        let o = jit
+            .classify(
+                PathKind::Input,
+                &good[..len],
+                &Meta::default(),
+                &mut interp::FreshOracle,
+            )
+            .unwrap();
+        let i = interp::run_raw(
+            p,
+            PathKind::Input,
+            &good[..len],
+            &Meta::default(),
+            &mut interp::FreshOracle,
+        )
+        .unwrap();
+        assert_eq!(o.fate, i.fate, "length {len}");
+    }
+    let o = jit
+        .classify(
+            PathKind::Input,
+            &good,
+            &Meta::default(),
+            &mut interp::FreshOracle,
+        )
+        .unwrap();
+    assert_eq!(o.fate, interp::Fate::Accept);
+}
+
+#[test]
+fn the_generator_reaches_every_outcome() {
+    // guards the differential test against a generator that stopped exercising things
+    let mut fates = std::collections::BTreeMap::new();
+    let (mut errors, mut malformed, mut tree_rules, mut logs, mut nat) = (0, 0, 0, 0, 0);
+    for seed in 1..=24u64 {
+        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let src = program(&mut r);
+        let c = fwc_compiler::compile_source("diff.fw", &src, &MemFiles::default());
+        let p = &c.checked.as_ref().expect("valid program").program;
+        let mut jit = JitProgram::compile(
+            p,
+            Options {
+                decision_trees: true,
+                min_run: 2,
+                keep_clif: false,
+            },
+        )
+        .unwrap();
+        tree_rules += jit.tree_rules;
+        for _ in 0..150 {
+            let (path, raw, meta) = packet(&mut r);
+            if Packet::from_raw(&raw, &meta).is_none() {
+                malformed += 1;
+            }
+            match jit.classify(path, &raw, &meta, &mut Coins(Rng(r.next() | 1))) {
+                Ok(o) => {
+                    *fates.entry(o.fate.name()).or_insert(0) += 1;
+                    logs += o.logs.len();
+                    if o.packet.saddr
+                        != Packet::from_raw(&raw, &meta)
+                            .map(|p| p.saddr)
+                            .unwrap_or(o.packet.saddr)
+                        || o.packet.daddr
+                            != Packet::from_raw(&raw, &meta)
+                                .map(|p| p.daddr)
+                                .unwrap_or(o.packet.daddr)
+                    {
+                        nat += 1;
+                    }
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    }
+    for f in ["accept", "drop", "reject", "queue"] {
+        assert!(fates.get(f).copied().unwrap_or(0) > 20, "{f}: {fates:?}");
+    }
+    let _ = errors; // callback errors have their own test below
+    assert!(
+        malformed > 100 && tree_rules > 100 && logs > 20 && nat > 20,
+        "errors {errors} malformed {malformed} tree rules {tree_rules} logs {logs} nat {nat}"
+    );
+}
+
+#[test]
+fn a_failing_callback_fails_both_alike() {
+    let c = fwc_compiler::compile_source(
+        "e.fw",
+        "table nat { chain postrouting { oif wg0 masquerade; } }",
+        &MemFiles::default(),
+    );
+    let p = &c.checked.as_ref().unwrap().program;
+    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    let raw = Packet {
+        proto: 17,
+        sport: 1,
+        dport: 2,
+        ..Packet::default()
+    }
+    .to_raw();
+    let meta = Meta {
+        oif: Some("wg0".into()),
+        ct: ct::NEW,
+        ..Meta::default()
+    };
+    let a =
+        interp::run_raw(p, PathKind::Output, &raw, &meta, &mut interp::FreshOracle).unwrap_err();
+    let b = jit
+        .classify(PathKind::Output, &raw, &meta, &mut interp::FreshOracle)
+        .unwrap_err();
+    assert_eq!(a, b);
+    assert!(a.to_string().contains("interface wg0 address"));
+}
