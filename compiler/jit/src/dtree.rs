@@ -149,13 +149,108 @@ enum Node {
     Leaf { start: u32, len: u32 },
 }
 
-/// The tree over one run.
+/// One tree: it cuts only the dimensions in `dims`.
 #[derive(Debug)]
 pub struct Tree {
     boxes: Vec<RuleBox>,
     nodes: Vec<Node>,
     children: Vec<u32>,
     leaf_rules: Vec<u32>,
+    dims: [bool; 5],
+    /// most leaf entries the builder may create before it stops cutting
+    budget: usize,
+}
+
+/// Is a rule "large" in a dimension (so that cutting there would copy it into many
+/// children)? Addresses wider than a /16, destination ports spanning more than 1024 values.
+fn large(b: &RuleBox, d: usize) -> bool {
+    // an empty box (a rule that can never match) counts as small everywhere
+    let size = (u64::from(b.hi[d]) + 1).saturating_sub(u64::from(b.lo[d]));
+    match d {
+        0 | 1 => size > 1 << 16,
+        4 => size > 1024,
+        _ => true,
+    }
+}
+
+/// The rules of a run split by where they are large (EffiCuts' separation), one tree per
+/// group, each cutting only where all its rules are small; a lookup asks every tree that may
+/// still beat the best match found so far.
+#[derive(Debug)]
+pub struct Forest {
+    /// (tree, run position of each of its rules, the smallest of them)
+    trees: Vec<(Tree, Vec<u32>, u32)>,
+}
+
+impl Forest {
+    pub fn build(rules: &[Rule]) -> Forest {
+        let boxes: Vec<RuleBox> = rules
+            .iter()
+            .map(|r| {
+                RuleBox::of(r).unwrap_or(RuleBox {
+                    lo: [1; 5],
+                    hi: [0; 5],
+                    needs_ports: true,
+                })
+            })
+            .collect();
+        Forest::from_boxes(&boxes)
+    }
+
+    pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
+        let mut groups: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
+        for (i, b) in boxes.iter().enumerate() {
+            let key =
+                u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1 | u8::from(large(b, 4)) << 2;
+            groups.entry(key).or_default().push(i as u32);
+        }
+        let mut trees: Vec<(Tree, Vec<u32>, u32)> = groups
+            .into_iter()
+            .map(|(key, pos)| {
+                // rules wide in every address and port dimension can still be told apart by
+                // protocol and source port (the space budget bounds any copying)
+                let dims = if key == 7 {
+                    [false, false, true, true, false]
+                } else {
+                    [key & 1 == 0, key & 2 == 0, false, false, key & 4 == 0]
+                };
+                let sub: Vec<RuleBox> = pos.iter().map(|&i| boxes[i as usize]).collect();
+                let min = pos[0];
+                (Tree::with_dims(sub, dims), pos, min)
+            })
+            .collect();
+        trees.sort_by_key(|t| t.2);
+        Forest { trees }
+    }
+
+    /// The run position of the first rule matching these field values, if any.
+    #[inline]
+    pub fn lookup(&self, v: &[u32; 5], has_ports: bool) -> Option<u32> {
+        let mut best: Option<u32> = None;
+        for (t, pos, min) in &self.trees {
+            if best.is_some_and(|b| b < *min) {
+                break; // sorted by their first rule: no later tree can do better
+            }
+            if let Some(i) = t.lookup(v, has_ports) {
+                let p = pos[i as usize];
+                if best.is_none_or(|b| p < b) {
+                    best = Some(p);
+                }
+            }
+        }
+        best
+    }
+
+    pub fn memory(&self) -> usize {
+        self.trees
+            .iter()
+            .map(|(t, p, _)| t.memory() + p.len() * 4)
+            .sum()
+    }
+
+    pub fn stats(&self) -> Vec<TreeStats> {
+        self.trees.iter().map(|(t, _, _)| t.stats()).collect()
+    }
 }
 
 /// An aligned region: per dimension, the base and the number of free low bits.
@@ -203,11 +298,19 @@ impl Tree {
     }
 
     pub fn from_boxes(boxes: Vec<RuleBox>) -> Tree {
+        Tree::with_dims(boxes, [true, true, true, true, true])
+    }
+
+    /// A tree that cuts only the dimensions marked in `dims`.
+    pub fn with_dims(boxes: Vec<RuleBox>, dims: [bool; 5]) -> Tree {
+        let n = boxes.len();
         let mut t = Tree {
             boxes,
             nodes: Vec::new(),
             children: Vec::new(),
             leaf_rules: Vec::new(),
+            dims,
+            budget: 16 * n + 4096,
         };
         let all: Vec<u32> = (0..t.boxes.len() as u32)
             .filter(|&i| !t.boxes[i as usize].is_empty())
@@ -242,14 +345,14 @@ impl Tree {
             rules.truncate(p + 1);
         }
         let id = self.nodes.len() as u32;
-        if rules.len() <= BINTH || depth >= MAX_DEPTH {
+        if rules.len() <= BINTH || depth >= MAX_DEPTH || self.leaf_rules.len() > self.budget {
             return self.leaf(rules);
         }
         // choose the cut
         let n = rules.len();
         let mut best: Option<(usize, usize, usize, u8)> = None; // (max child, total, dim, k)
         let mut diff = Vec::new();
-        for d in 0..5 {
+        for d in (0..5).filter(|&d| self.dims[d]) {
             for k in 1..=MAX_K.min(reg.bits[d]) {
                 let m = 1usize << k;
                 diff.clear();
@@ -430,9 +533,9 @@ impl Tree {
 /// `u32::MAX`.
 ///
 /// # Safety
-/// `tree` must point to a live `Tree` and `ctx` to a live `Ctx` whose header fields were
+/// `tree` must point to a live `Forest` and `ctx` to a live `Ctx` whose header fields were
 /// filled by `parse`.
-pub unsafe extern "C" fn lookup_ctx(tree: *const Tree, ctx: *const Ctx) -> u32 {
+pub unsafe extern "C" fn lookup_ctx(tree: *const Forest, ctx: *const Ctx) -> u32 {
     // SAFETY: generated code passes a tree owned by its `JitProgram` and the ctx of the
     // classification in progress; both outlive the call.
     let (t, c) = unsafe { (&*tree, &*ctx) };
@@ -495,6 +598,7 @@ mod tests {
         for n in [1usize, 9, 50, 400, 3000] {
             let boxes: Vec<RuleBox> = (0..n).map(|_| random_box(&mut s)).collect();
             let t = Tree::from_boxes(boxes.clone());
+            let f = Forest::from_boxes(&boxes);
             for _ in 0..3000 {
                 // packets near rules, so that many match something
                 let r = &boxes[(rng(&mut s) as usize) % n];
@@ -512,6 +616,7 @@ mod tests {
                     .position(|b| b.matches(&v, has_ports))
                     .map(|p| p as u32);
                 assert_eq!(t.lookup(&v, has_ports), linear, "n={n} v={v:?}");
+                assert_eq!(f.lookup(&v, has_ports), linear, "forest n={n} v={v:?}");
             }
             let st = t.stats();
             assert!(st.max_leaf <= n.max(BINTH), "{st:?}");

@@ -91,8 +91,7 @@ pub struct Env<'a> {
     path: PathKind,
     stateful: &'a [(RuleId, Pred)],
     nat: &'a [(RuleId, Stmt)],
-    iif: Option<String>,
-    oif: Option<String>,
+    meta: &'a Meta,
     error: Option<InterpError>,
     /// rules whose `log` or `audit` ran, in order
     pub logs: Vec<RuleId>,
@@ -164,11 +163,12 @@ pub struct JitProgram {
     _data: Vec<Box<[u32]>>,
     // boxed: the code holds pointers to the trees, which must not move with the Vec
     #[allow(clippy::vec_box)]
-    _trees: Vec<Box<dtree::Tree>>,
+    _trees: Vec<Box<dtree::Forest>>,
     stateful: Vec<(RuleId, Pred)>,
     nat: Vec<(RuleId, Stmt)>,
     packets: Vec<u64>,
     bytes: Vec<u64>,
+    scratch: (Vec<u64>, Vec<u64>),
     clif: Option<String>,
     /// how many rules the decision trees cover
     pub tree_rules: usize,
@@ -243,8 +243,8 @@ extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
         return 0;
     };
     let mut p = ctx_packet(c);
-    p.iif = e.iif.clone();
-    p.oif = e.oif.clone();
+    p.iif = e.meta.iif.clone();
+    p.oif = e.meta.oif.clone();
     match interp::apply_nat(e.program, stmt, &mut p, *rule, e.path) {
         Ok(()) => {
             c.saddr = p.saddr;
@@ -270,7 +270,7 @@ struct Gen<'a> {
     patterns: &'a HashMap<IfName, usize>,
     data: &'a mut Vec<Box<[u32]>>,
     #[allow(clippy::vec_box)]
-    trees: &'a mut Vec<Box<dtree::Tree>>,
+    trees: &'a mut Vec<Box<dtree::Forest>>,
     stateful: &'a mut Vec<(RuleId, Pred)>,
     nat: &'a mut Vec<(RuleId, Stmt)>,
     opts: Options,
@@ -802,8 +802,8 @@ impl Gen<'_> {
             if let Some(run) = runs.iter().find(|r| r.start == i) {
                 // a decision tree finds the first matching rule of the run in one lookup
                 b.switch_to_block(blocks[i]);
-                let tree = Box::new(dtree::Tree::build(&rules[run.start..run.end]));
-                let tptr = &*tree as *const dtree::Tree as i64;
+                let tree = Box::new(dtree::Forest::build(&rules[run.start..run.end]));
+                let tptr = &*tree as *const dtree::Forest as i64;
                 self.trees.push(tree);
                 self.tree_rules += run.end - run.start;
                 let mut sig = Signature::new(b.func.signature.call_conv);
@@ -1218,10 +1218,16 @@ impl JitProgram {
             nat,
             packets: vec![0; n],
             bytes: vec![0; n],
+            scratch: (Vec::new(), Vec::new()),
             clif,
             tree_rules,
             code_size,
         })
+    }
+
+    /// Bytes the decision trees use.
+    pub fn tree_memory(&self) -> usize {
+        self._trees.iter().map(|t| t.memory()).sum()
     }
 
     /// The Cranelift IR of every function, when compiled with `keep_clif`.
@@ -1256,18 +1262,32 @@ impl JitProgram {
         meta: &Meta,
         oracle: &mut dyn Oracle,
     ) -> Result<JitOutcome, InterpError> {
-        let mut iif_bits = Vec::new();
-        let mut oif_bits = Vec::new();
+        // interface bit sets: reused buffers, no allocation per packet
+        let mut iif_bits = std::mem::take(&mut self.scratch.0);
+        let mut oif_bits = std::mem::take(&mut self.scratch.1);
         self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
         self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
+        let r = self.run(path, bytes, meta, oracle, &iif_bits, &oif_bits);
+        self.scratch = (iif_bits, oif_bits);
+        r
+    }
+
+    fn run(
+        &mut self,
+        path: PathKind,
+        bytes: &[u8],
+        meta: &Meta,
+        oracle: &mut dyn Oracle,
+        iif_bits: &[u64],
+        oif_bits: &[u64],
+    ) -> Result<JitOutcome, InterpError> {
         let mut env = Env {
             program: &self.program,
             oracle,
             path,
             stateful: &self.stateful,
             nat: &self.nat,
-            iif: meta.iif.clone(),
-            oif: meta.oif.clone(),
+            meta,
             error: None,
             logs: vec![],
         };

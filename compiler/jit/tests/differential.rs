@@ -583,3 +583,28 @@ fn a_failing_callback_fails_both_alike() {
     assert_eq!(a, b);
     assert!(a.to_string().contains("interface wg0 address"));
 }
+
+/// The long run: `FWC_DIFF_SECONDS=600 cargo test --release -p fwc-jit --test differential
+/// -- --ignored --nocapture`. Seeds follow from a fixed start, so a failure is reproducible.
+#[test]
+#[ignore = "long run: set FWC_DIFF_SECONDS and pass --ignored"]
+fn long_differential_run() {
+    let secs: u64 = std::env::var("FWC_DIFF_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let start = std::time::Instant::now();
+    let mut seed = 0x5eed_0000_0000_0001u64;
+    let mut programs = 0u64;
+    while start.elapsed().as_secs() < secs {
+        check_program(seed, 150);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        programs += 1;
+    }
+    println!(
+        "long differential run: {programs} programs x 150 packets x 2 JIT modes, 0 mismatches, {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,228 @@
+//! Classification benchmark: ns/packet for a naive linear scan, the interpreter, the JIT
+//! without and with decision trees, at 100, 1K, 10K and 100K ClassBench-shaped rules; plus
+//! check and JIT compile times and memory. One run, one table.
+//!
+//! `cargo bench -p fwc-jit --bench classify` (all sizes, about a minute per style), or with
+//! `-- --quick` for 100 and 1K only. `FWC_BENCH_STYLES=acl,fw,ipc` picks the styles (default
+//! acl). Every method's answer is checked against the linear scan on every packet.
+
+use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_compiler::interp::{self, FreshOracle, Meta, Packet, PathKind};
+use fwc_compiler::loader::MemFiles;
+use fwc_jit::dtree::RuleBox;
+use fwc_jit::{JitProgram, Options};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Packets drawn like ClassBench's trace generator: a random rule, a random point in its box;
+/// one in twenty fully random.
+fn trace(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<Packet> {
+    let mut r = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let pick = |r: &mut Rng, lo: u32, hi: u32| {
+                lo + (r.next_u64() % (u64::from(hi - lo) + 1)) as u32
+            };
+            let b = &boxes[r.below(boxes.len() as u64) as usize];
+            let random = r.chance(5);
+            let v: Vec<u32> = (0..5)
+                .map(|d| {
+                    if random {
+                        pick(&mut r, 0, [u32::MAX, u32::MAX, 255, 65535, 65535][d])
+                    } else {
+                        pick(&mut r, b.lo[d], b.hi[d])
+                    }
+                })
+                .collect();
+            let proto = match v[2] as u8 {
+                p @ (6 | 17 | 1 | 47) => p,
+                _ if b.needs_ports || r.chance(50) => 6,
+                _ => 17,
+            };
+            Packet {
+                proto,
+                saddr: v[0],
+                daddr: v[1],
+                sport: v[3] as u16,
+                dport: v[4] as u16,
+                tcp_flags: 0x10,
+                ..Packet::default()
+            }
+        })
+        .collect()
+}
+
+/// Runs `f` over the packets until at least `budget` has passed (at least once); ns/packet.
+fn time_per_packet(n: usize, budget: Duration, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    let mut done = 0usize;
+    loop {
+        for i in 0..n {
+            f(i);
+        }
+        done += n;
+        if start.elapsed() >= budget {
+            break;
+        }
+    }
+    start.elapsed().as_nanos() as f64 / done as f64
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick") || !bench;
+    let sizes: &[usize] = if quick {
+        &[100, 1_000]
+    } else {
+        &[100, 1_000, 10_000, 100_000]
+    };
+    let styles: Vec<Style> = std::env::var("FWC_BENCH_STYLES")
+        .unwrap_or_else(|_| "acl".into())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "acl" => Some(Style::Acl),
+            "fw" => Some(Style::Fw),
+            "ipc" => Some(Style::Ipc),
+            _ => None,
+        })
+        .collect();
+    let budget = Duration::from_millis(if bench { 400 } else { 20 });
+    println!(
+        "{:>7} {:>5} | {:>9} {:>11} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
+        "rules", "style", "linear", "interp", "jit", "jit+tree", "check", "jit", "jit+tree", "code", "tree", "maxRSS", "x lin", "x int"
+    );
+    for style in styles {
+        for &n in sizes {
+            let src = ruleset(style, n, 7);
+            let t0 = Instant::now();
+            let c = fwc_compiler::compile_source("bench.fw", &src, &MemFiles::default());
+            let check = t0.elapsed();
+            assert!(!c.has_errors());
+            let p = &c.checked.as_ref().unwrap().program;
+            let chain =
+                &p.chains[p.hooks[fwc_compiler::ir::Hook::Forward.index()][0].chain.0 as usize];
+            let boxes: Vec<RuleBox> = chain
+                .rules
+                .iter()
+                .map(|r| RuleBox::of(r).expect("5-tuple rule"))
+                .collect();
+            let pkts = trace(&boxes, 4096, 99);
+            let raws: Vec<Vec<u8>> = pkts.iter().map(Packet::to_raw).collect();
+            let tuples: Vec<([u32; 5], bool)> = pkts
+                .iter()
+                .map(|p| {
+                    (
+                        [
+                            p.saddr,
+                            p.daddr,
+                            p.proto.into(),
+                            p.sport.into(),
+                            p.dport.into(),
+                        ],
+                        p.has_ports(),
+                    )
+                })
+                .collect();
+            let meta = Meta {
+                ct: fwc_compiler::ir::ct::NEW,
+                ..Meta::default()
+            };
+            // the answers, by linear scan: the rule position that decides, if any
+            let linear_answer = |i: usize| {
+                boxes
+                    .iter()
+                    .position(|b| b.matches(&tuples[i].0, tuples[i].1))
+            };
+            let want: Vec<Option<usize>> = (0..pkts.len()).map(linear_answer).collect();
+            let rule_pos = |id: Option<fwc_compiler::ir::RuleId>| {
+                id.and_then(|id| chain.rules.iter().position(|r| r.id == id))
+            };
+
+            let lin = time_per_packet(pkts.len(), budget, |i| {
+                black_box(linear_answer(black_box(i)));
+            });
+            // the interpreter is slow on big sets: a slice of the trace
+            let ni = if n >= 10_000 { 256 } else { pkts.len() };
+            for (i, raw) in raws.iter().take(ni).enumerate() {
+                let o =
+                    interp::run_raw(p, PathKind::Forward, raw, &meta, &mut FreshOracle).unwrap();
+                assert_eq!(
+                    rule_pos(o.deciding_rule),
+                    want[i],
+                    "interpreter, packet {i}"
+                );
+            }
+            let int = time_per_packet(ni, budget, |i| {
+                black_box(
+                    interp::run_raw(p, PathKind::Forward, &raws[i], &meta, &mut FreshOracle)
+                        .unwrap(),
+                );
+            });
+            let mut results = Vec::new();
+            for trees in [false, true] {
+                let t0 = Instant::now();
+                let mut jit = JitProgram::compile(
+                    p,
+                    Options {
+                        decision_trees: trees,
+                        ..Options::default()
+                    },
+                )
+                .unwrap();
+                let compile = t0.elapsed();
+                for (i, raw) in raws.iter().enumerate() {
+                    let o = jit
+                        .classify(PathKind::Forward, raw, &meta, &mut FreshOracle)
+                        .unwrap();
+                    assert_eq!(
+                        rule_pos(o.deciding_rule),
+                        want[i],
+                        "jit (trees {trees}), packet {i}"
+                    );
+                }
+                let ns = time_per_packet(pkts.len(), budget, |i| {
+                    black_box(
+                        jit.classify(PathKind::Forward, &raws[i], &meta, &mut FreshOracle)
+                            .unwrap(),
+                    );
+                });
+                results.push((ns, compile, jit.code_size, jit.tree_memory()));
+            }
+            let (jit_ns, jit_t, code, _) = results[0];
+            let (tree_ns, tree_t, _, tree_mem) = results[1];
+            println!(
+                "{:>7} {:>5} | {:>7.0}ns {:>9.0}ns {:>7.0}ns {:>7.0}ns | {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>6}K {:>6}K {:>6}M | {:>6.1} {:>6.0}",
+                n,
+                format!("{style:?}").to_lowercase(),
+                lin,
+                int,
+                jit_ns,
+                tree_ns,
+                check.as_secs_f64() * 1e3,
+                jit_t.as_secs_f64() * 1e3,
+                tree_t.as_secs_f64() * 1e3,
+                code / 1024,
+                tree_mem / 1024,
+                rss_kib() / 1024,
+                lin / tree_ns,
+                int / tree_ns,
+            );
+        }
+    }
+}
