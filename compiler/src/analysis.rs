@@ -132,6 +132,26 @@ pub(crate) fn pat_overlap(a: &IfName, b: &IfName) -> bool {
             && (a.name.starts_with(&b.name) || b.name.starts_with(&a.name)))
 }
 
+/// Do two interface constraints exclude each other? (conservative: false when unsure)
+fn names_disjoint(a: &NameCons, b: &NameCons) -> bool {
+    match (a.neg, b.neg) {
+        (false, false) => !a
+            .names
+            .iter()
+            .any(|x| b.names.iter().any(|y| pat_overlap(x, y))),
+        // every name a allows is excluded by b
+        (false, true) => a
+            .names
+            .iter()
+            .all(|x| b.names.iter().any(|y| pat_covers(y, x))),
+        (true, false) => b
+            .names
+            .iter()
+            .all(|x| a.names.iter().any(|y| pat_covers(y, x))),
+        (true, true) => false,
+    }
+}
+
 /// Is every interface allowed by `r` allowed by `e`? (conservative: false when unsure)
 fn name_subset(r: &NameCons, e: &NameCons) -> bool {
     match (r.neg, e.neg) {
@@ -232,6 +252,11 @@ impl RuleBox {
         b
     }
 
+    /// Does the rule use `limit` or `statistic`?
+    pub fn is_stateful(&self) -> bool {
+        self.stateful
+    }
+
     /// Does the rule match every packet?
     pub fn is_universal(&self) -> bool {
         !self.stateful
@@ -243,6 +268,41 @@ impl RuleBox {
             && self.oif.is_empty()
             && self.ct == ct::ALL
             && self.flags == [u64::MAX; 4]
+    }
+
+    /// Could a packet match both? `false` only when they are provably disjoint.
+    pub fn may_intersect(&self, o: &RuleBox) -> bool {
+        if self.empty || o.empty {
+            return false;
+        }
+        for i in 0..7 {
+            if let (Some(a), Some(b)) = (&self.num[i], &o.num[i]) {
+                if a.intersect(b).is_empty() {
+                    return false;
+                }
+            }
+        }
+        if self.ct & o.ct == 0 {
+            return false;
+        }
+        if self
+            .flags
+            .iter()
+            .zip(o.flags.iter())
+            .all(|(a, b)| a & b == 0)
+        {
+            return false;
+        }
+        for (a, b) in [(&self.iif, &o.iif), (&self.oif, &o.oif)] {
+            for x in a {
+                for y in b {
+                    if names_disjoint(x, y) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Is every packet `self` matches also matched by `e` (ignoring `self`'s stateful parts)?
@@ -402,76 +462,180 @@ impl Index {
     }
 }
 
-/// FW0100 and FW0101 for every chain of the program.
+/// A rule that never matches because an earlier rule of its chain decides all its packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dead {
+    /// positions in the chain
+    pub rule: usize,
+    pub by: usize,
+    /// `by` matches every packet (so everything after it is dead)
+    pub unreachable: bool,
+}
+
+/// The dead rules of a chain, each with the first earlier rule that decides its packets.
+pub fn dead_rules(c: &Chain) -> Vec<Dead> {
+    let boxes: Vec<RuleBox> = c.rules.iter().map(RuleBox::of).collect();
+    let mut index = Index::default();
+    let mut cands = Vec::new();
+    let mut out = Vec::new();
+    for (i, r) in c.rules.iter().enumerate() {
+        let rb = &boxes[i];
+        if !rb.empty {
+            cands.clear();
+            index.candidates(rb, &mut cands);
+            cands.sort_unstable();
+            if let Some(&j) = cands.iter().find(|&&j| rb.within(&boxes[j])) {
+                out.push(Dead {
+                    rule: i,
+                    by: j,
+                    unreachable: boxes[j].is_universal(),
+                });
+            }
+        }
+        if ends_chain(r) && !rb.stateful && !rb.empty {
+            index.insert(i, rb);
+        }
+    }
+    out
+}
+
+/// A rule whose removal changes no packet's fate or headers: it only accepts (or drops, or
+/// returns), has no other effect, and every later rule that may see its packets does the
+/// same, as does the end of the chain.
+pub fn redundant_rules(c: &Chain) -> Vec<usize> {
+    // quadratic in the chain's length: long chains are left to the decision trees
+    if c.rules.len() > 4096 {
+        return vec![];
+    }
+    let end = match &c.kind {
+        ChainKind::Base {
+            policy: Policy::Accept,
+            ..
+        } => Stmt::Accept,
+        ChainKind::Base {
+            policy: Policy::Drop,
+            ..
+        } => Stmt::Drop,
+        ChainKind::Sub { .. } => Stmt::Return,
+    };
+    let boxes: Vec<RuleBox> = c.rules.iter().map(RuleBox::of).collect();
+    let pure = |r: &Rule, b: &RuleBox| {
+        !b.stateful
+            && r.stmts.len() == 1
+            && matches!(r.stmts[0], Stmt::Accept | Stmt::Drop | Stmt::Return)
+    };
+    let mut out = Vec::new();
+    for (i, r) in c.rules.iter().enumerate() {
+        if !pure(r, &boxes[i]) || boxes[i].empty || r.stmts[0] != end {
+            continue;
+        }
+        let verdict = &r.stmts[0];
+        let ok = c.rules[i + 1..]
+            .iter()
+            .zip(&boxes[i + 1..])
+            .all(|(l, lb)| !boxes[i].may_intersect(lb) || (pure(l, lb) && &l.stmts[0] == verdict));
+        if ok {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// FW0100, FW0101 and FW0102 for every chain of the program.
 pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let mut seen: HashSet<(Loc, Loc)> = HashSet::new();
     let mut seen_unreach: HashSet<Loc> = HashSet::new();
+    let mut seen_redundant: HashSet<Loc> = HashSet::new();
     for c in &p.chains {
-        let boxes: Vec<RuleBox> = c.rules.iter().map(RuleBox::of).collect();
-        let mut index = Index::default();
-        let mut cands = Vec::new();
-        for (i, r) in c.rules.iter().enumerate() {
-            let rb = &boxes[i];
+        let dead = dead_rules(c);
+        for d in &dead {
+            let (r, e) = (&c.rules[d.rule], &c.rules[d.by]);
             let rloc = p.rule_locs[r.id.0 as usize];
-            if !rb.empty {
-                cands.clear();
-                index.candidates(rb, &mut cands);
-                cands.sort_unstable();
-                if let Some(&j) = cands.iter().find(|&&j| rb.within(&boxes[j])) {
-                    let e = &c.rules[j];
-                    let eloc = p.rule_locs[e.id.0 as usize];
-                    if boxes[j].is_universal() {
-                        if seen_unreach.insert(eloc) {
-                            let rest = c.rules.len() - i;
-                            out.push(
-                                Diagnostic::warning("FW0100", "unreachable rule")
-                                    .primary(span_of(rloc), "this rule is never reached")
-                                    .secondary(span_of(eloc), format!("this rule matches every packet and ends the chain with `{}`", verdict_word(p, e)))
-                                    .note(match rest {
-                                        1 => "it is the last rule of the chain".to_string(),
-                                        2 => "nor is the rule after it".to_string(),
-                                        n => format!("nor are the {} rules after it", n - 1),
-                                    })
-                                    .help("remove the rules after the unconditional one, or give it matches"),
-                            );
-                        }
-                    } else if seen.insert((rloc, eloc)) && !seen_unreach.contains(&eloc) {
-                        let (ev, rv) = (verdict_word(p, e), verdict_word(p, r));
-                        let mut d = Diagnostic::warning(
-                            "FW0101",
-                            "rule is shadowed by an earlier rule",
-                        )
-                        .primary(span_of(rloc), "this rule never matches")
-                        .secondary(
-                            span_of(eloc),
-                            format!("every packet it would match is decided here first (`{ev}`)"),
-                        );
-                        d = if ends_chain(r) && ev == rv {
-                            d.note(format!("both rules `{ev}`: the later one is redundant"))
-                                .help("remove it")
-                        } else if ends_chain(r) {
-                            d.note(format!("the later rule would `{rv}`, but those packets get `{ev}` from the earlier one"))
-                                .help("if the later rule is meant as an exception, move it above the earlier one")
-                        } else {
-                            d.help("move it above the earlier rule, or remove it")
-                        };
-                        if let ChainKind::Sub { args } = &c.kind {
-                            if !args.is_empty() {
-                                d = d.note(format!(
-                                    "this is so when `{}` is called as `{}`",
-                                    c.name,
-                                    c.display_name()
-                                ));
-                            }
-                        }
-                        out.push(d);
+            let eloc = p.rule_locs[e.id.0 as usize];
+            let i = d.rule;
+            if d.unreachable {
+                if seen_unreach.insert(eloc) {
+                    let rest = c.rules.len() - i;
+                    out.push(
+                        Diagnostic::warning("FW0100", "unreachable rule")
+                            .primary(span_of(rloc), "this rule is never reached")
+                            .secondary(
+                                span_of(eloc),
+                                format!(
+                                    "this rule matches every packet and ends the chain with `{}`",
+                                    verdict_word(p, e)
+                                ),
+                            )
+                            .note(match rest {
+                                1 => "it is the last rule of the chain".to_string(),
+                                2 => "nor is the rule after it".to_string(),
+                                n => format!("nor are the {} rules after it", n - 1),
+                            })
+                            .help(
+                                "remove the rules after the unconditional one, or give it matches",
+                            ),
+                    );
+                }
+            } else if seen.insert((rloc, eloc)) && !seen_unreach.contains(&eloc) {
+                let (ev, rv) = (verdict_word(p, e), verdict_word(p, r));
+                let mut d = Diagnostic::warning("FW0101", "rule is shadowed by an earlier rule")
+                    .primary(span_of(rloc), "this rule never matches")
+                    .secondary(
+                        span_of(eloc),
+                        format!("every packet it would match is decided here first (`{ev}`)"),
+                    );
+                d = if ends_chain(r) && ev == rv {
+                    d.note(format!("both rules `{ev}`: the later one is redundant"))
+                        .help("remove it")
+                } else if ends_chain(r) {
+                    d.note(format!("the later rule would `{rv}`, but those packets get `{ev}` from the earlier one"))
+                        .help("if the later rule is meant as an exception, move it above the earlier one")
+                } else {
+                    d.help("move it above the earlier rule, or remove it")
+                };
+                if let ChainKind::Sub { args } = &c.kind {
+                    if !args.is_empty() {
+                        d = d.note(format!(
+                            "this is so when `{}` is called as `{}`",
+                            c.name,
+                            c.display_name()
+                        ));
                     }
                 }
+                out.push(d);
             }
-            if ends_chain(r) && !rb.stateful && !rb.empty {
-                index.insert(i, rb);
+        }
+        for i in redundant_rules(c) {
+            if dead.iter().any(|d| d.rule == i) {
+                continue;
             }
+            let r = &c.rules[i];
+            let rloc = p.rule_locs[r.id.0 as usize];
+            if !seen_redundant.insert(rloc) {
+                continue;
+            }
+            let v = verdict_word(p, r);
+            let end = match &c.kind {
+                ChainKind::Base { .. } => format!("the chain's policy is `{v}` too"),
+                ChainKind::Sub { .. } => {
+                    "falling off the end of a subchain returns too".to_string()
+                }
+            };
+            out.push(
+                Diagnostic::warning("FW0102", "redundant rule")
+                    .primary(
+                        span_of(rloc),
+                        format!("removing this rule changes nothing: its packets get `{v}` anyway"),
+                    )
+                    .note(format!(
+                        "every later rule that could match its packets also says `{v}`, and {end}"
+                    ))
+                    .help(match &c.kind {
+                        ChainKind::Base { .. } => "remove it: the policy already does this",
+                        ChainKind::Sub { .. } => "remove it",
+                    }),
+            );
         }
     }
     out

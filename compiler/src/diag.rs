@@ -162,6 +162,7 @@ codes! {
     "FW0080" Error "invalid service";
     "FW0100" Warning "unreachable rule";
     "FW0101" Warning "shadowed rule";
+    "FW0102" Warning "redundant rule";
     "FW0900" Error "internal compiler error";
 }
 

@@ -12,6 +12,7 @@ pub mod gen;
 pub mod interp;
 pub mod ir;
 pub mod loader;
+pub mod opt;
 pub mod source;
 pub mod testrun;
 pub mod types;

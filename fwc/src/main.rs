@@ -49,8 +49,10 @@ enum Format {
 enum Emit {
     /// the versioned artefact the runtime loads
     Artefact,
-    /// the typed IR as text
+    /// the typed IR as text (after optimization)
     Ir,
+    /// the Cranelift IR of the JIT classifier, function by function
+    Clif,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +73,13 @@ enum Cmd {
         /// What to write
         #[arg(long, value_enum, default_value_t = Emit::Artefact)]
         emit: Emit,
+        /// Per-rule hit counts (`{"rules": [{"location": "FILE:LINE", "packets": N}]}`) to order
+        /// rules by
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Skip the optimizer (dead and redundant rule removal, rule ordering)
+        #[arg(long)]
+        no_opt: bool,
     },
     /// Run the program's `test` blocks through the reference interpreter
     Test { file: PathBuf },
@@ -202,7 +211,13 @@ fn real_main() -> ExitCode {
             file,
             deny_warnings,
         } => cmd_check(&out, &file, deny_warnings),
-        Cmd::Build { file, output, emit } => cmd_build(&out, &file, output, emit),
+        Cmd::Build {
+            file,
+            output,
+            emit,
+            profile,
+            no_opt,
+        } => cmd_build(&out, &file, output, emit, profile, no_opt),
         Cmd::Test { file } => cmd_test(&out, &file),
         Cmd::Explain { file, query } => cmd_explain(&out, &file, &query),
     }
@@ -233,7 +248,14 @@ fn checked_or_exit(c: &Compilation) -> Option<&Checked> {
     }
 }
 
-fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> ExitCode {
+fn cmd_build(
+    out: &Out,
+    file: &Path,
+    output: Option<PathBuf>,
+    emit: Emit,
+    profile: Option<PathBuf>,
+    no_opt: bool,
+) -> ExitCode {
     if is_artefact_file(file) {
         out.error(&format!(
             "`{}` is already a built artefact; build takes a `.fw` source file",
@@ -248,13 +270,44 @@ fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> Exi
     let Some(checked) = checked_or_exit(&c) else {
         return ExitCode::from(1);
     };
+    let profile = match profile.map(|p| {
+        std::fs::read_to_string(&p)
+            .map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+            .and_then(|t| fwc_compiler::opt::Profile::parse(&t))
+    }) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            out.error(&e);
+            return ExitCode::from(2);
+        }
+    };
+    let mut program = checked.program.clone();
+    let report = if no_opt {
+        None
+    } else {
+        Some(fwc_compiler::opt::optimize(&mut program, profile.as_ref()))
+    };
     let bytes = match emit {
-        Emit::Ir => ir::print(&checked.program).into_bytes(),
-        Emit::Artefact => artefact::write(&checked.program),
+        Emit::Ir => ir::print(&program).into_bytes(),
+        Emit::Artefact => artefact::write(&program),
+        Emit::Clif => {
+            let opts = fwc_jit::Options {
+                keep_clif: true,
+                ..fwc_jit::Options::default()
+            };
+            match fwc_jit::JitProgram::compile(&program, opts) {
+                Ok(j) => j.clif().unwrap_or_default().as_bytes().to_vec(),
+                Err(e) => {
+                    out.error(&e.to_string());
+                    return ExitCode::from(1);
+                }
+            }
+        }
     };
     let dest = match (output, emit) {
         (Some(p), _) => p,
-        (None, Emit::Ir) => PathBuf::from("-"),
+        (None, Emit::Ir | Emit::Clif) => PathBuf::from("-"),
         (None, Emit::Artefact) => file.with_extension("fwo"),
     };
     if dest.as_os_str() == "-" {
@@ -264,13 +317,28 @@ fn cmd_build(out: &Out, file: &Path, output: Option<PathBuf>, emit: Emit) -> Exi
         return ExitCode::from(2);
     } else if out.format == Format::Human {
         let n = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
+        let kept: usize = program.chains.iter().map(|c| c.rules.len()).sum();
         eprintln!(
-            "built `{}`: {}, {}, {}",
+            "built `{}`: {}, {} ({} in the source), {}",
             dest.display(),
-            n(checked.program.chains.len(), "chain"),
-            n(checked.program.rule_count(), "rule"),
-            n(checked.program.services.len(), "service")
+            n(program.chains.len(), "chain"),
+            n(kept, "rule"),
+            program.rule_count(),
+            n(program.services.len(), "service")
         );
+        if let Some(r) = report {
+            eprintln!(
+                "optimized: {} removed as dead, {} as redundant, {} reordered by {}",
+                r.dead_removed,
+                r.redundant_removed,
+                n(r.swaps, "swap"),
+                if profile.is_some() {
+                    "the profile"
+                } else {
+                    "a static estimate"
+                }
+            );
+        }
     }
     ExitCode::SUCCESS
 }
