@@ -11,9 +11,14 @@ use serde::{Deserialize, Serialize};
 pub const IR_VERSION: u32 = 1;
 pub const MAGIC: &str = "fwc-artefact";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Body {
     program: Program,
+}
+
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    program: &'a Program,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +50,18 @@ pub fn header() -> String {
 }
 
 pub fn write(p: &Program) -> Vec<u8> {
-    let mut out = header().into_bytes();
-    // serializing plain data cannot fail
-    out.extend(serde_json::to_vec(&Body { program: p.clone() }).unwrap_or_default());
-    out.push(b'\n');
+    let mut out = Vec::new();
+    // writing plain data into memory cannot fail
+    let _ = write_to(p, &mut out);
     out
+}
+
+/// Streams the artefact to `w`.
+pub fn write_to(p: &Program, mut w: impl std::io::Write) -> std::io::Result<()> {
+    w.write_all(header().as_bytes())?;
+    serde_json::to_writer(&mut w, &BodyRef { program: p })?;
+    w.write_all(b"\n")?;
+    w.flush()
 }
 
 /// Does this look like an artefact (rather than `.fw` source)?

@@ -267,9 +267,15 @@ fn cmd_build(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(checked) = checked_or_exit(&c) else {
+    if c.has_errors() {
+        return ExitCode::from(1);
+    }
+    // the program is all that is needed from here: free the sources and syntax trees first
+    // (a 100K-rule program's AST is most of the build's memory)
+    let Some(checked) = c.checked else {
         return ExitCode::from(1);
     };
+    let mut program = checked.program;
     let profile = match profile.map(|p| {
         std::fs::read_to_string(&p)
             .map_err(|e| format!("cannot read `{}`: {e}", p.display()))
@@ -282,14 +288,20 @@ fn cmd_build(
             return ExitCode::from(2);
         }
     };
-    let mut program = checked.program.clone();
     let report = if no_opt {
         None
     } else {
         Some(fwc_compiler::opt::optimize(&mut program, profile.as_ref()))
     };
+    let dest = match (output, emit) {
+        (Some(p), _) => p,
+        (None, Emit::Ir | Emit::Clif) => PathBuf::from("-"),
+        (None, Emit::Artefact) => file.with_extension("fwo"),
+    };
     let bytes = match emit {
         Emit::Ir => ir::print(&program).into_bytes(),
+        // streamed straight to the file: no second copy of a large program in memory
+        Emit::Artefact if dest.as_os_str() != "-" => Vec::new(),
         Emit::Artefact => artefact::write(&program),
         Emit::Clif => {
             let opts = fwc_jit::Options {
@@ -305,27 +317,32 @@ fn cmd_build(
             }
         }
     };
-    let dest = match (output, emit) {
-        (Some(p), _) => p,
-        (None, Emit::Ir | Emit::Clif) => PathBuf::from("-"),
-        (None, Emit::Artefact) => file.with_extension("fwo"),
-    };
-    if dest.as_os_str() == "-" {
+    let written = if dest.as_os_str() == "-" {
         let _ = std::io::stdout().write_all(&bytes);
-    } else if let Err(e) = std::fs::write(&dest, &bytes) {
+        Ok(())
+    } else if emit == Emit::Artefact {
+        std::fs::File::create(&dest)
+            .and_then(|f| artefact::write_to(&program, std::io::BufWriter::new(f)))
+    } else {
+        std::fs::write(&dest, &bytes)
+    };
+    if let Err(e) = written {
         out.error(&format!("cannot write `{}`: {e}", dest.display()));
         return ExitCode::from(2);
-    } else if out.format == Format::Human {
+    }
+    if out.format == Format::Human {
         let n = |k: usize, w: &str| format!("{k} {w}{}", if k == 1 { "" } else { "s" });
         let kept: usize = program.chains.iter().map(|c| c.rules.len()).sum();
-        eprintln!(
-            "built `{}`: {}, {} ({} in the source), {}",
-            dest.display(),
-            n(program.chains.len(), "chain"),
-            n(kept, "rule"),
-            program.rule_count(),
-            n(program.services.len(), "service")
-        );
+        if dest.as_os_str() != "-" {
+            eprintln!(
+                "built `{}`: {}, {} ({} in the source), {}",
+                dest.display(),
+                n(program.chains.len(), "chain"),
+                n(kept, "rule"),
+                program.rule_count(),
+                n(program.services.len(), "service")
+            );
+        }
         if let Some(r) = report {
             eprintln!(
                 "optimized: {} removed as dead, {} as redundant, {} reordered by {}",

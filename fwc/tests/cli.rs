@@ -234,3 +234,65 @@ fn explain_shows_each_rule_hit_with_its_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("<query>"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn build_optimizes_and_emits_clif() {
+    let src = "table filter { chain input policy drop {
+    tcp dport { 22, 80 } accept;
+    tcp dport 22 accept;
+    tcp dport 443 accept;
+} }
+";
+    let f = tmp("opt.fw", src);
+    let out = std::env::temp_dir().join(format!("fwc-cli-{}-opt.fwo", std::process::id()));
+    let o = fwc(&["build", f.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("1 removed as dead"),
+        "{}",
+        text(&o.stderr)
+    );
+    // a profile that makes 443 the hottest rule moves it first (disjoint from the others)
+    let prof = tmp(
+        "counts.json",
+        &format!(
+            "{{\"rules\": [{{\"location\": \"{}:4\", \"packets\": 500}}]}}",
+            f.display()
+        ),
+    );
+    let o = fwc(&[
+        "build",
+        "--emit",
+        "ir",
+        "--profile",
+        prof.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ir = text(&o.stdout);
+    let first = ir
+        .lines()
+        .find(|l| l.trim_start().starts_with('r'))
+        .unwrap();
+    assert!(first.contains("th dport 443"), "{ir}");
+    assert!(text(&o.stderr).contains("by the profile"));
+    let o = fwc(&["build", "--emit", "ir", "--no-opt", f.to_str().unwrap()]);
+    assert_eq!(text(&o.stdout).matches("accept;").count(), 3);
+    let bad = tmp("bad-profile.json", "{\"rules\": 7}");
+    let o = fwc(&[
+        "build",
+        "--profile",
+        bad.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("not a counters profile"));
+    let o = fwc(&["build", "--emit", "clif", "examples/language.fw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let clif = text(&o.stdout);
+    assert!(
+        clif.contains("; parse") && clif.contains("function u0:1(i64) -> i32"),
+        "{clif}"
+    );
+    assert!(clif.contains("uload8"), "the parser reads bytes");
+}
