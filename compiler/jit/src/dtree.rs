@@ -180,6 +180,8 @@ fn large(b: &RuleBox, d: usize) -> bool {
 pub struct Forest {
     /// (tree, run position of each of its rules, the smallest of them)
     trees: Vec<(Tree, Vec<u32>, u32)>,
+    /// per tree, the bounding box of its rules: a packet outside it skips the tree
+    hulls: Vec<RuleBox>,
 }
 
 impl Forest {
@@ -220,16 +222,39 @@ impl Forest {
             })
             .collect();
         trees.sort_by_key(|t| t.2);
-        Forest { trees }
+        let hulls = trees
+            .iter()
+            .map(|(t, _, _)| {
+                let mut h = RuleBox {
+                    lo: [u32::MAX; 5],
+                    hi: [0; 5],
+                    needs_ports: false,
+                };
+                for b in t.boxes.iter().filter(|b| !b.is_empty()) {
+                    for d in 0..5 {
+                        h.lo[d] = h.lo[d].min(b.lo[d]);
+                        h.hi[d] = h.hi[d].max(b.hi[d]);
+                    }
+                }
+                // a port-less packet is routed with ports 0: keep the hull open to it
+                h.lo[3] = 0;
+                h.lo[4] = 0;
+                h
+            })
+            .collect();
+        Forest { trees, hulls }
     }
 
     /// The run position of the first rule matching these field values, if any.
     #[inline]
     pub fn lookup(&self, v: &[u32; 5], has_ports: bool) -> Option<u32> {
         let mut best: Option<u32> = None;
-        for (t, pos, min) in &self.trees {
+        for ((t, pos, min), hull) in self.trees.iter().zip(&self.hulls) {
             if best.is_some_and(|b| b < *min) {
                 break; // sorted by their first rule: no later tree can do better
+            }
+            if !hull.matches(v, false) {
+                continue; // the packet lies outside every rule of this tree
             }
             if let Some(i) = t.lookup(v, has_ports) {
                 let p = pos[i as usize];
