@@ -401,6 +401,8 @@ fn check_program(seed: u64, packets: usize) {
             decision_trees: true,
             min_run: 2,
             keep_clif: false,
+            // chains cut into pieces of a few rules
+            piece: 3,
         },
     )
     .unwrap();
@@ -515,6 +517,7 @@ fn the_generator_reaches_every_outcome() {
                 decision_trees: true,
                 min_run: 2,
                 keep_clif: false,
+                piece: 3,
             },
         )
         .unwrap();

@@ -1,0 +1,65 @@
+//! Classifies a trace in a loop, for profilers: `cargo run --release -p fwc-jit --example
+//! classify_loop -- 10000 acl 5` (rules, style, seconds), then e.g.
+//! `perf record -e cpu-clock -g target/release/examples/classify_loop 10000 acl 5`.
+use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_compiler::interp::{FreshOracle, Meta, Packet, PathKind};
+use fwc_jit::{dtree::RuleBox, JitProgram, Options};
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let n: usize = a.get(1).and_then(|x| x.parse().ok()).unwrap_or(10_000);
+    let style = match a.get(2).map(String::as_str) {
+        Some("fw") => Style::Fw,
+        Some("ipc") => Style::Ipc,
+        _ => Style::Acl,
+    };
+    let secs: u64 = a.get(3).and_then(|x| x.parse().ok()).unwrap_or(5);
+    let src = ruleset(style, n, 7);
+    let c = fwc_compiler::compile_source("g.fw", &src, &fwc_compiler::loader::MemFiles::default());
+    let p = &c.checked.as_ref().unwrap().program;
+    let boxes: Vec<RuleBox> = p.chains[0].rules.iter().filter_map(RuleBox::of).collect();
+    let mut r = Rng::new(3);
+    let raws: Vec<Vec<u8>> = (0..4096)
+        .map(|_| {
+            let b = &boxes[r.below(boxes.len() as u64) as usize];
+            let mut v = [0u32; 5];
+            for (d, x) in v.iter_mut().enumerate() {
+                *x = b.lo[d] + (r.next_u64() % (u64::from(b.hi[d] - b.lo[d]) + 1)) as u32;
+            }
+            let proto = if matches!(v[2], 6 | 17) {
+                v[2] as u8
+            } else {
+                6
+            };
+            Packet {
+                proto,
+                saddr: v[0],
+                daddr: v[1],
+                sport: v[3] as u16,
+                dport: v[4] as u16,
+                ..Packet::default()
+            }
+            .to_raw()
+        })
+        .collect();
+    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    let meta = Meta {
+        ct: 1,
+        ..Meta::default()
+    };
+    let start = std::time::Instant::now();
+    let mut count = 0u64;
+    while start.elapsed().as_secs() < secs {
+        for raw in &raws {
+            std::hint::black_box(
+                jit.classify(PathKind::Forward, raw, &meta, &mut FreshOracle)
+                    .unwrap(),
+            );
+        }
+        count += raws.len() as u64;
+    }
+    println!(
+        "{:.1} ns/packet",
+        start.elapsed().as_nanos() as f64 / count as f64
+    );
+}
