@@ -1,4 +1,5 @@
-//! The fwc datapath: hook pipeline, connection tracking, NAT and IPVS.
+//! The fwc datapath: hook pipeline, connection tracking, NAT and IPVS (issue 4).
 //!
-//! Not built yet (issue 4). Until then the reference interpreter in `fwc-compiler` is the only
-//! executor of compiled programs; this crate exists so that the workspace layout is stable.
+//! Built so far: [`wire`], the packet formats every later stage reads and rewrites.
+
+pub mod wire;
