@@ -1,0 +1,1497 @@
+//! Connection tracking, after Linux's nf_conntrack (see `../shared/SEMANTICS.md` §1).
+//!
+//! * An entry holds the ORIGINAL tuple (from the first packet) and the REPLY tuple (its
+//!   inverse); both index one hash table of `buckets` chains, so a packet finds its entry in
+//!   either direction.
+//! * [`Table::track`] classifies a packet (NEW, ESTABLISHED, RELATED, their reply variants, or
+//!   INVALID) and runs the protocol tracker; a new entry is *unconfirmed* until
+//!   [`Table::confirm`] inserts it (the end of the input or postrouting path), so a packet
+//!   dropped earlier leaves nothing behind.
+//! * TCP follows `tcp_conntracks` (the state table), with the flag-validity check, window
+//!   tracking (seq/ack within the windows seen), SYN-reopen of TIME_WAIT/CLOSE entries and
+//!   mid-stream pickup when `tcp_loose`; UDP is unreplied then stream; ICMP echo is tracked
+//!   by id; ICMP errors are RELATED to the flow they quote.
+//! * The table is bounded (`max`): a new entry over the limit evicts a non-ASSURED entry from
+//!   the first of up to 8 buckets that has one, else the packet is dropped.
+//! * Entries expire at their deadline; a timer heap finds them without scanning the table.
+
+use crate::wire::{icmp, ipv4, tcp, udp};
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BinaryHeap;
+use std::fmt::{self, Write as _};
+use std::hash::{Hash, Hasher};
+use std::net::Ipv4Addr;
+
+/// A connection's identity in one direction. For ICMP, `sport` is the echo id and `dport`
+/// holds type << 8 | code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// ICMP request types and their replies (ICMP `invmap`).
+fn icmp_inverse(t: u8) -> Option<u8> {
+    Some(match t {
+        8 => 0,
+        0 => 8,
+        13 => 14,
+        14 => 13,
+        15 => 16,
+        16 => 15,
+        17 => 18,
+        18 => 17,
+        _ => return None,
+    })
+}
+
+impl Tuple {
+    /// The tuple of the other direction (`None` for an ICMP type without a partner).
+    pub fn invert(&self) -> Option<Tuple> {
+        if self.proto == ipv4::PROTO_ICMP {
+            let (t, c) = ((self.dport >> 8) as u8, self.dport as u8);
+            return Some(Tuple {
+                src: self.dst,
+                dst: self.src,
+                proto: self.proto,
+                sport: self.sport,
+                dport: u16::from(icmp_inverse(t)?) << 8 | u16::from(c),
+            });
+        }
+        Some(Tuple {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            sport: self.dport,
+            dport: self.sport,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Original,
+    Reply,
+}
+
+/// What conntrack says of a packet (`ctinfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtInfo {
+    New,
+    Established,
+    Related,
+    EstablishedReply,
+    RelatedReply,
+    Invalid,
+}
+
+impl CtInfo {
+    /// The `ct state` bit a rule sees (reply variants share their base state's bit).
+    pub fn state_bit(self) -> u8 {
+        use fwc_compiler::ir::ct;
+        match self {
+            CtInfo::New => ct::NEW,
+            CtInfo::Established | CtInfo::EstablishedReply => ct::ESTABLISHED,
+            CtInfo::Related | CtInfo::RelatedReply => ct::RELATED,
+            CtInfo::Invalid => ct::INVALID,
+        }
+    }
+}
+
+/// TCP conntrack states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    None,
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+    SynSent2,
+}
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::None => "NONE",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynRecv => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait => "FIN_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+            TimeWait => "TIME_WAIT",
+            TcpState::Close => "CLOSE",
+            TcpState::SynSent2 => "SYN_SENT2",
+        }
+    }
+}
+use TcpState::TimeWait;
+
+/// Timeouts in seconds (Linux defaults, SEMANTICS §1.3).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub tcp_syn_sent: u64,
+    pub tcp_syn_recv: u64,
+    pub tcp_established: u64,
+    pub tcp_fin_wait: u64,
+    pub tcp_close_wait: u64,
+    pub tcp_last_ack: u64,
+    pub tcp_time_wait: u64,
+    pub tcp_close: u64,
+    pub tcp_unacknowledged: u64,
+    pub udp: u64,
+    pub udp_stream: u64,
+    pub icmp: u64,
+    pub generic: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            tcp_syn_sent: 120,
+            tcp_syn_recv: 60,
+            tcp_established: 432_000,
+            tcp_fin_wait: 120,
+            tcp_close_wait: 60,
+            tcp_last_ack: 30,
+            tcp_time_wait: 120,
+            tcp_close: 10,
+            tcp_unacknowledged: 300,
+            udp: 30,
+            udp_stream: 120,
+            icmp: 30,
+            generic: 600,
+        }
+    }
+}
+
+impl Timeouts {
+    fn tcp(&self, s: TcpState) -> u64 {
+        match s {
+            TcpState::None | TcpState::SynSent | TcpState::SynSent2 => self.tcp_syn_sent,
+            TcpState::SynRecv => self.tcp_syn_recv,
+            TcpState::Established => self.tcp_established,
+            TcpState::FinWait => self.tcp_fin_wait,
+            TcpState::CloseWait => self.tcp_close_wait,
+            TcpState::LastAck => self.tcp_last_ack,
+            TimeWait => self.tcp_time_wait,
+            TcpState::Close => self.tcp_close,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// most entries (`nf_conntrack_max`); 0 = unbounded
+    pub max: usize,
+    /// hash chains (`nf_conntrack_buckets`)
+    pub buckets: usize,
+    /// pick up TCP connections from a bare ACK (`nf_conntrack_tcp_loose`, default on)
+    pub tcp_loose: bool,
+    /// accept segments outside the windows (`nf_conntrack_tcp_be_liberal`)
+    pub tcp_be_liberal: bool,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max: 65536,
+            buckets: 16384,
+            tcp_loose: true,
+            tcp_be_liberal: false,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// One direction's TCP window state (after Guido van Rooij).
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    end: u32,
+    maxend: u32,
+    maxwin: u32,
+    scale: u8,
+    /// seen in this direction yet
+    init: bool,
+}
+
+const STATUS_SEEN_REPLY: u8 = 1;
+const STATUS_ASSURED: u8 = 2;
+const STATUS_CONFIRMED: u8 = 4;
+
+/// A connection.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub tuple: [Tuple; 2],
+    status: u8,
+    pub tcp: TcpState,
+    win: [Window; 2],
+    /// a FIN or RST seen (for SYN reopening)
+    closing: bool,
+    /// created from a bare ACK (mid-stream pickup)
+    picked_up: bool,
+    /// ms
+    pub expires: u64,
+    pub created: u64,
+    pub mark: u32,
+    gen: u32,
+}
+
+impl Entry {
+    pub fn assured(&self) -> bool {
+        self.status & STATUS_ASSURED != 0
+    }
+    pub fn seen_reply(&self) -> bool {
+        self.status & STATUS_SEEN_REPLY != 0
+    }
+    pub fn confirmed(&self) -> bool {
+        self.status & STATUS_CONFIRMED != 0
+    }
+}
+
+/// An entry's handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId(u32);
+
+/// The result of tracking one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Track {
+    pub info: CtInfo,
+    /// the entry the packet belongs to (unconfirmed for NEW until [`Table::confirm`])
+    pub entry: Option<EntryId>,
+    /// conntrack itself drops the packet (table full)
+    pub drop: bool,
+}
+
+impl Track {
+    fn invalid() -> Track {
+        Track {
+            info: CtInfo::Invalid,
+            entry: None,
+            drop: false,
+        }
+    }
+}
+
+/// Counters, as `conntrack -S` shows some of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub found: u64,
+    pub new: u64,
+    pub invalid: u64,
+    pub early_drop: u64,
+    pub drop: u64,
+    pub expired: u64,
+}
+
+pub struct Table {
+    cfg: Config,
+    entries: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    /// chains of (tuple, entry, direction) for confirmed entries
+    buckets: Vec<Vec<(Tuple, u32, Dir)>>,
+    count: usize,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    next_gen: u32,
+    pub stats: Stats,
+}
+
+/// seq comparisons modulo 2^32
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
+}
+
+const MAX_ACK_WINDOW: u32 = 66_000;
+
+/// Segment index into the state table: SYN, SYN/ACK, FIN, ACK, RST, NONE.
+fn tcp_index(flags: u8) -> usize {
+    use tcp::flags::*;
+    if flags & RST != 0 {
+        4
+    } else if flags & SYN != 0 {
+        if flags & ACK != 0 {
+            1
+        } else {
+            0
+        }
+    } else if flags & FIN != 0 {
+        2
+    } else if flags & ACK != 0 {
+        3
+    } else {
+        5
+    }
+}
+
+/// The flag combinations a TCP segment may carry (PSH, ECE, CWR ignored).
+fn tcp_flags_valid(flags: u8) -> bool {
+    use tcp::flags::*;
+    let f = flags & !(PSH | 0xc0);
+    matches!(
+        f,
+        x if x == SYN || x == SYN | URG || x == SYN | ACK || x == RST || x == RST | ACK
+            || x == FIN | ACK || x == FIN | ACK | URG || x == ACK || x == ACK | URG
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Next {
+    To(TcpState),
+    Ignore,
+    Invalid,
+}
+
+/// `tcp_conntracks[dir][index][state]` (SEMANTICS §1.2); states ordered NO SS SR ES FW CW LA
+/// TW CL S2.
+fn tcp_next(dir: Dir, index: usize, s: TcpState) -> Next {
+    use Next::{Ignore as IG, Invalid as IV};
+    use TcpState::*;
+    const ST: [TcpState; 10] = [
+        None,
+        SynSent,
+        SynRecv,
+        Established,
+        FinWait,
+        CloseWait,
+        LastAck,
+        TimeWait,
+        Close,
+        SynSent2,
+    ];
+    let t = |s: TcpState| Next::To(s);
+    let i = ST.iter().position(|x| *x == s).unwrap_or(0);
+    let row: [Next; 10] = match (dir, index) {
+        (Dir::Original, 0) => [
+            t(SynSent),
+            t(SynSent),
+            IG,
+            IG,
+            IG,
+            IG,
+            IG,
+            t(SynSent),
+            t(SynSent),
+            t(SynSent2),
+        ],
+        (Dir::Original, 1) => [IV, IV, t(SynRecv), IV, IV, IV, IV, IV, IV, t(SynRecv)],
+        (Dir::Original, 2) => [
+            IV,
+            IV,
+            t(FinWait),
+            t(FinWait),
+            t(LastAck),
+            t(LastAck),
+            t(LastAck),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        (Dir::Original, 3) => [
+            t(Established),
+            IV,
+            t(Established),
+            t(Established),
+            t(CloseWait),
+            t(CloseWait),
+            t(TimeWait),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        (Dir::Reply, 0) => [
+            IV,
+            t(SynSent2),
+            IV,
+            IV,
+            IV,
+            IV,
+            IV,
+            t(SynSent),
+            IV,
+            t(SynSent2),
+        ],
+        (Dir::Reply, 1) => [IV, t(SynRecv), IG, IG, IG, IG, IG, IG, IG, t(SynRecv)],
+        (Dir::Reply, 2) => [
+            IV,
+            IV,
+            t(FinWait),
+            t(FinWait),
+            t(LastAck),
+            t(LastAck),
+            t(LastAck),
+            t(TimeWait),
+            t(Close),
+            IV,
+        ],
+        (Dir::Reply, 3) => [
+            IV,
+            IG,
+            t(SynRecv),
+            t(Established),
+            t(CloseWait),
+            t(CloseWait),
+            t(TimeWait),
+            t(TimeWait),
+            t(Close),
+            IG,
+        ],
+        (_, 4) => [
+            IV,
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+            t(Close),
+        ],
+        _ => [IV; 10],
+    };
+    row[i]
+}
+
+/// What the trackers need to know of a packet.
+#[derive(Debug, Clone, Copy)]
+struct L4 {
+    tuple: Tuple,
+    tcp: Option<TcpSeg>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TcpSeg {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    len: u32,
+    wscale: Option<u8>,
+}
+
+fn wscale_option(opts: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*opts.get(i + 1)?);
+                if len < 2 || i + len > opts.len() {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return Some(opts[i + 2].min(14));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// The tuple of a transport header inside `ip` (`None` when it cannot be read).
+fn transport_tuple(ip: &ipv4::Packet<&[u8]>, quoted: bool) -> Option<(Tuple, Option<TcpSeg>)> {
+    let (src, dst, proto) = (ip.src(), ip.dst(), ip.protocol());
+    let p = ip.payload();
+    let base = |sport, dport| Tuple {
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+    };
+    match proto {
+        ipv4::PROTO_TCP if quoted => (p.len() >= 4).then(|| {
+            (
+                base(
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                ),
+                None,
+            )
+        }),
+        ipv4::PROTO_UDP if quoted => (p.len() >= 4).then(|| {
+            (
+                base(
+                    u16::from_be_bytes([p[0], p[1]]),
+                    u16::from_be_bytes([p[2], p[3]]),
+                ),
+                None,
+            )
+        }),
+        ipv4::PROTO_TCP => {
+            let s = tcp::Segment::new_checked(p).ok()?;
+            let len = s.payload().len() as u32;
+            let seg = TcpSeg {
+                seq: s.seq(),
+                ack: s.ack(),
+                flags: s.flags(),
+                win: s.window(),
+                len,
+                wscale: if s.flags() & tcp::flags::SYN != 0 {
+                    wscale_option(s.options())
+                } else {
+                    None
+                },
+            };
+            Some((base(s.src_port(), s.dst_port()), Some(seg)))
+        }
+        ipv4::PROTO_UDP => {
+            let d = udp::Datagram::new_checked(p).ok()?;
+            Some((base(d.src_port(), d.dst_port()), None))
+        }
+        ipv4::PROTO_ICMP => {
+            let m = icmp::Message::new_checked(p).ok()?;
+            Some((
+                base(
+                    m.echo_ident(),
+                    u16::from(m.msg_type()) << 8 | u16::from(m.code()),
+                ),
+                None,
+            ))
+        }
+        _ => Some((base(0, 0), None)),
+    }
+}
+
+impl Table {
+    pub fn new(cfg: Config) -> Table {
+        let buckets = cfg.buckets.max(1);
+        Table {
+            cfg,
+            entries: Vec::new(),
+            free: Vec::new(),
+            buckets: vec![Vec::new(); buckets],
+            count: 0,
+            timers: BinaryHeap::new(),
+            next_gen: 1,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Confirmed entries.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn bucket(&self, t: &Tuple) -> usize {
+        let mut h = DefaultHasher::new();
+        t.hash(&mut h);
+        (h.finish() % self.buckets.len() as u64) as usize
+    }
+
+    fn find(&self, t: &Tuple) -> Option<(u32, Dir)> {
+        self.buckets[self.bucket(t)]
+            .iter()
+            .find(|(x, _, _)| x == t)
+            .map(|(_, i, d)| (*i, *d))
+    }
+
+    pub fn get(&self, id: EntryId) -> Option<&Entry> {
+        self.entries.get(id.0 as usize).and_then(|e| e.as_ref())
+    }
+
+    pub fn get_mut(&mut self, id: EntryId) -> Option<&mut Entry> {
+        self.entries.get_mut(id.0 as usize).and_then(|e| e.as_mut())
+    }
+
+    /// Removes entries whose deadline has passed (amortised: only heap heads are looked at).
+    pub fn expire(&mut self, now: u64) {
+        while let Some(Reverse((when, idx, gen))) = self.timers.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            let live = matches!(&self.entries[idx as usize], Some(e) if e.gen == gen && e.expires == when && e.confirmed());
+            if live {
+                self.remove(idx);
+                self.stats.expired += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, idx: u32) {
+        let Some(e) = self.entries[idx as usize].take() else {
+            return;
+        };
+        if e.confirmed() {
+            for t in &e.tuple {
+                let b = self.bucket(t);
+                self.buckets[b].retain(|(x, i, _)| !(x == t && *i == idx));
+            }
+            self.count -= 1;
+        }
+        self.free.push(idx);
+    }
+
+    fn set_timeout(&mut self, idx: u32, now: u64, secs: u64) {
+        let Some(e) = self.entries[idx as usize].as_mut() else {
+            return;
+        };
+        e.expires = now + secs * 1000;
+        if e.confirmed() {
+            self.timers.push(Reverse((e.expires, idx, e.gen)));
+        }
+    }
+
+    /// Deletes every entry (`conntrack -F`).
+    pub fn flush(&mut self) {
+        self.entries.clear();
+        self.free.clear();
+        self.buckets.iter_mut().for_each(Vec::clear);
+        self.timers.clear();
+        self.count = 0;
+    }
+
+    /// Tracks one IPv4 packet (`bytes` from the IP header on) at time `now` (ms).
+    pub fn track(&mut self, now: u64, bytes: &[u8]) -> Track {
+        self.expire(now);
+        let Ok(ip) = ipv4::Packet::new_checked(bytes) else {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        };
+        // later fragments carry no transport header: they follow their first fragment in the
+        // kernel after defragmentation; here they are invalid
+        if ip.frag_offset() != 0 {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        }
+        let Some((tuple, seg)) = transport_tuple(&ip, false) else {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        };
+        // ICMP errors: RELATED to the flow they quote
+        if tuple.proto == ipv4::PROTO_ICMP {
+            let t = (tuple.dport >> 8) as u8;
+            if icmp::is_error(t) {
+                return self.track_icmp_error(&ip);
+            }
+        }
+        let l4 = L4 { tuple, tcp: seg };
+        match self.find(&tuple) {
+            Some((idx, dir)) => self.track_existing(now, idx, dir, &l4),
+            None => self.track_new(now, &l4),
+        }
+    }
+
+    fn track_icmp_error(&mut self, ip: &ipv4::Packet<&[u8]>) -> Track {
+        let Ok(m) = icmp::Message::new_checked(ip.payload()) else {
+            return Track::invalid();
+        };
+        if m.msg_type() > 18 {
+            return Track::invalid();
+        }
+        let Some(Ok(q)) = m.quoted() else {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        };
+        let Some((quoted, _)) = transport_tuple(&q, true) else {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        };
+        // the quoted packet went the other way: its inverse is what this error travels as
+        let Some(inv) = quoted.invert() else {
+            return Track::invalid();
+        };
+        match self.find(&inv) {
+            // the outer destination must be the flow's endpoint (anti-spoofing)
+            Some((idx, dir))
+                if self.entries[idx as usize]
+                    .as_ref()
+                    .is_some_and(|e| e.tuple[dir as usize].dst == ip.dst()) =>
+            {
+                self.stats.found += 1;
+                Track {
+                    info: if dir == Dir::Original {
+                        CtInfo::Related
+                    } else {
+                        CtInfo::RelatedReply
+                    },
+                    entry: Some(EntryId(idx)),
+                    drop: false,
+                }
+            }
+            _ => {
+                self.stats.invalid += 1;
+                Track::invalid()
+            }
+        }
+    }
+
+    fn track_new(&mut self, now: u64, l4: &L4) -> Track {
+        let t = l4.tuple;
+        let Some(reply) = t.invert() else {
+            // an ICMP type that has no reply cannot start a connection
+            self.stats.invalid += 1;
+            return Track::invalid();
+        };
+        let mut tcp_state = TcpState::None;
+        let mut win = [Window::default(); 2];
+        if let Some(s) = l4.tcp {
+            if !tcp_flags_valid(s.flags) {
+                self.stats.invalid += 1;
+                return Track::invalid();
+            }
+            match tcp_index(s.flags) {
+                0 => {
+                    tcp_state = TcpState::SynSent;
+                    let end = s.seq.wrapping_add(s.len).wrapping_add(1);
+                    win[0] = Window {
+                        end,
+                        maxend: end,
+                        maxwin: u32::from(s.win).max(1),
+                        scale: s.wscale.unwrap_or(0),
+                        init: true,
+                    };
+                }
+                3 if self.cfg.tcp_loose => {
+                    // picked up mid-stream: liberal windows until both sides are seen
+                    tcp_state = TcpState::Established;
+                    let end = s.seq.wrapping_add(s.len);
+                    win[0] = Window {
+                        end,
+                        maxend: end.wrapping_add(u32::from(s.win)),
+                        maxwin: u32::from(s.win).max(1),
+                        scale: 0,
+                        init: true,
+                    };
+                }
+                _ => {
+                    self.stats.invalid += 1;
+                    return Track::invalid();
+                }
+            }
+        } else if t.proto == ipv4::PROTO_ICMP && !matches!((t.dport >> 8) as u8, 8 | 13 | 15 | 17) {
+            // only requests create entries
+            self.stats.invalid += 1;
+            return Track::invalid();
+        }
+        let idx = self.alloc(Entry {
+            tuple: [t, reply],
+            status: 0,
+            tcp: tcp_state,
+            win,
+            closing: false,
+            picked_up: tcp_state == TcpState::Established,
+            expires: 0,
+            created: now,
+            mark: 0,
+            gen: 0,
+        });
+        let secs = self.initial_timeout(t.proto, tcp_state);
+        self.set_timeout(idx, now, secs);
+        self.stats.new += 1;
+        Track {
+            info: CtInfo::New,
+            entry: Some(EntryId(idx)),
+            drop: false,
+        }
+    }
+
+    fn initial_timeout(&self, proto: u8, s: TcpState) -> u64 {
+        let to = &self.cfg.timeouts;
+        match proto {
+            ipv4::PROTO_TCP if s == TcpState::Established => to.tcp_unacknowledged,
+            ipv4::PROTO_TCP => to.tcp(s),
+            ipv4::PROTO_UDP => to.udp,
+            ipv4::PROTO_ICMP => to.icmp,
+            _ => to.generic,
+        }
+    }
+
+    fn alloc(&mut self, mut e: Entry) -> u32 {
+        e.gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = Some(e);
+                i
+            }
+            None => {
+                self.entries.push(Some(e));
+                (self.entries.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Inserts a NEW packet's entry once the packet has passed its path. Returns false (and
+    /// the packet must be dropped) when the table is full and no entry could be evicted, or
+    /// when another packet created the same connection meanwhile.
+    pub fn confirm(&mut self, id: EntryId, now: u64) -> bool {
+        let Some(e) = self.entries.get(id.0 as usize).and_then(|e| e.as_ref()) else {
+            return false;
+        };
+        if e.confirmed() {
+            return true;
+        }
+        let tuples = e.tuple;
+        if tuples.iter().any(|t| self.find(t).is_some()) {
+            self.discard(id);
+            self.stats.drop += 1;
+            return false;
+        }
+        if self.cfg.max > 0 && self.count >= self.cfg.max && !self.early_drop(&tuples[0]) {
+            self.discard(id);
+            self.stats.drop += 1;
+            return false;
+        }
+        let idx = id.0;
+        for (d, t) in tuples.iter().enumerate() {
+            let b = self.bucket(t);
+            let dir = if d == 0 { Dir::Original } else { Dir::Reply };
+            self.buckets[b].push((*t, idx, dir));
+        }
+        self.count += 1;
+        if let Some(e) = self.entries[idx as usize].as_mut() {
+            e.status |= STATUS_CONFIRMED;
+            let (when, gen) = (e.expires, e.gen);
+            self.timers.push(Reverse((when, idx, gen)));
+        }
+        let _ = now;
+        true
+    }
+
+    /// Forgets an unconfirmed entry (its packet was dropped).
+    pub fn discard(&mut self, id: EntryId) {
+        if matches!(self.entries.get(id.0 as usize), Some(Some(e)) if !e.confirmed()) {
+            self.entries[id.0 as usize] = None;
+            self.free.push(id.0);
+        }
+    }
+
+    /// Evicts one non-ASSURED entry from the first of up to 8 buckets, starting at the new
+    /// flow's bucket, that has one (`early_drop`).
+    fn early_drop(&mut self, t: &Tuple) -> bool {
+        let start = self.bucket(t);
+        let n = self.buckets.len();
+        for k in 0..8.min(n) {
+            let b = (start + k) % n;
+            let victim = self.buckets[b].iter().map(|(_, i, _)| *i).find(|i| {
+                self.entries[*i as usize]
+                    .as_ref()
+                    .is_some_and(|e| !e.assured())
+            });
+            if let Some(v) = victim {
+                self.remove(v);
+                self.stats.early_drop += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn track_existing(&mut self, now: u64, idx: u32, dir: Dir, l4: &L4) -> Track {
+        let proto = l4.tuple.proto;
+        let seen_reply = self.entries[idx as usize]
+            .as_ref()
+            .is_some_and(Entry::seen_reply);
+        let info = match dir {
+            Dir::Reply => CtInfo::EstablishedReply,
+            Dir::Original if seen_reply => CtInfo::Established,
+            Dir::Original => CtInfo::New,
+        };
+        let to = self.cfg.timeouts.clone();
+        let timeout = match proto {
+            ipv4::PROTO_TCP => match self.tcp_packet(now, idx, dir, l4) {
+                Ok(Some(secs)) => secs,
+                Ok(None) => {
+                    // ignored: accepted without touching the state or the timer
+                    self.stats.found += 1;
+                    return Track {
+                        info,
+                        entry: Some(EntryId(idx)),
+                        drop: false,
+                    };
+                }
+                Err(Reopen) => {
+                    // a SYN on a closed connection: the old entry goes, the SYN starts anew
+                    self.remove(idx);
+                    return self.track_new(now, l4);
+                }
+            },
+            ipv4::PROTO_UDP => {
+                let e = self.entries[idx as usize].as_mut().expect("live entry");
+                if dir == Dir::Reply {
+                    e.status |= STATUS_SEEN_REPLY;
+                }
+                if e.seen_reply() && now.saturating_sub(e.created) >= 2000 {
+                    e.status |= STATUS_ASSURED;
+                    to.udp_stream
+                } else {
+                    to.udp
+                }
+            }
+            ipv4::PROTO_ICMP => {
+                let e = self.entries[idx as usize].as_mut().expect("live entry");
+                if dir == Dir::Reply {
+                    e.status |= STATUS_SEEN_REPLY;
+                }
+                to.icmp
+            }
+            _ => {
+                let e = self.entries[idx as usize].as_mut().expect("live entry");
+                if dir == Dir::Reply {
+                    e.status |= STATUS_SEEN_REPLY;
+                }
+                to.generic
+            }
+        };
+        if self.entries[idx as usize].is_none() {
+            return Track::invalid();
+        }
+        if timeout == u64::MAX {
+            self.stats.invalid += 1;
+            return Track::invalid();
+        }
+        self.set_timeout(idx, now, timeout);
+        self.stats.found += 1;
+        Track {
+            info,
+            entry: Some(EntryId(idx)),
+            drop: false,
+        }
+    }
+
+    /// The TCP tracker: Ok(Some(timeout)), Ok(None) for an ignored segment, Err(Reopen) for a
+    /// SYN that replaces a closed connection; an invalid segment is Ok(Some(u64::MAX)).
+    fn tcp_packet(
+        &mut self,
+        _now: u64,
+        idx: u32,
+        dir: Dir,
+        l4: &L4,
+    ) -> Result<Option<u64>, Reopen> {
+        const INVALID: Result<Option<u64>, Reopen> = Ok(Some(u64::MAX));
+        let Some(s) = l4.tcp else { return INVALID };
+        if !tcp_flags_valid(s.flags) {
+            return INVALID;
+        }
+        let liberal = self.cfg.tcp_be_liberal;
+        let to = self.cfg.timeouts.clone();
+        let e = self.entries[idx as usize].as_mut().expect("live entry");
+        let index = tcp_index(s.flags);
+        let old = e.tcp;
+        let next = tcp_next(dir, index, old);
+        if index == 0
+            && matches!(old, TcpState::TimeWait | TcpState::Close)
+            && matches!(next, Next::To(TcpState::SynSent))
+            && e.closing
+        {
+            return Err(Reopen);
+        }
+        let new = match next {
+            Next::Invalid => return INVALID,
+            Next::Ignore => return Ok(None),
+            Next::To(n) => n,
+        };
+        // window tracking
+        let d = dir as usize;
+        let (snd, rcv) = if d == 0 {
+            let (a, b) = e.win.split_at_mut(1);
+            (&mut a[0], &mut b[0])
+        } else {
+            let (a, b) = e.win.split_at_mut(1);
+            (&mut b[0], &mut a[0])
+        };
+        let syn_fin = u32::from(s.flags & (tcp::flags::SYN | tcp::flags::FIN) != 0);
+        let end = s.seq.wrapping_add(s.len).wrapping_add(syn_fin);
+        let win = u32::from(s.win)
+            << if s.flags & tcp::flags::SYN != 0 {
+                0
+            } else {
+                snd.scale
+            };
+        if !snd.init {
+            // first segment in this direction (the SYN/ACK, or a picked-up peer)
+            *snd = Window {
+                end,
+                maxend: end,
+                maxwin: win.max(1),
+                scale: s.wscale.unwrap_or(0),
+                init: true,
+            };
+            if s.flags & tcp::flags::ACK != 0 {
+                rcv.maxend = rcv.maxend.max(s.ack.wrapping_add(win));
+            }
+        } else {
+            let ack = if s.flags & tcp::flags::ACK != 0 {
+                s.ack
+            } else {
+                rcv.end
+            };
+            let ok = !before(snd.maxend, s.seq)
+                && !before(end, snd.end.wrapping_sub(rcv.maxwin.max(1)))
+                && (!rcv.init
+                    || (!after(ack, rcv.end)
+                        && !before(ack, rcv.end.wrapping_sub(snd.maxwin.max(MAX_ACK_WINDOW)))));
+            if !ok && !liberal && s.flags & tcp::flags::RST == 0 {
+                return INVALID;
+            }
+            if after(end, snd.end) {
+                snd.end = end;
+            }
+            if win > snd.maxwin {
+                snd.maxwin = win;
+            }
+            if s.flags & tcp::flags::ACK != 0 && after(ack.wrapping_add(win), rcv.maxend) {
+                rcv.maxend = ack.wrapping_add(win);
+            }
+        }
+        if s.flags & (tcp::flags::FIN | tcp::flags::RST) != 0 {
+            e.closing = true;
+        }
+        if dir == Dir::Reply {
+            e.status |= STATUS_SEEN_REPLY;
+        }
+        // the handshake's third ACK (or a picked-up connection answered) makes it ASSURED
+        if (old == TcpState::SynRecv && new == TcpState::Established)
+            || (e.picked_up && dir == Dir::Reply)
+        {
+            e.status |= STATUS_ASSURED;
+        }
+        e.tcp = new;
+        let mut secs = to.tcp(new);
+        if !e.seen_reply() && new == TcpState::Established {
+            secs = secs.min(to.tcp_unacknowledged);
+        }
+        Ok(Some(secs))
+    }
+
+    /// The entries in `conntrack -L` format, one per line, most recent first.
+    pub fn list(&self, now: u64) -> String {
+        let mut live: Vec<&Entry> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter(|e| e.confirmed())
+            .collect();
+        live.sort_by_key(|e| Reverse((e.created, e.gen)));
+        let mut out = String::new();
+        for e in live {
+            let _ = writeln!(out, "{}", ListLine { e, now });
+        }
+        out
+    }
+}
+
+/// `Err` of the TCP tracker: the segment reopens a closed connection.
+#[derive(Debug)]
+struct Reopen;
+
+struct ListLine<'a> {
+    e: &'a Entry,
+    now: u64,
+}
+
+impl fmt::Display for ListLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.e;
+        let o = &e.tuple[0];
+        let name = match o.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => "icmp",
+            _ => "unknown",
+        };
+        write!(
+            f,
+            "{:<8} {} {}",
+            name,
+            o.proto,
+            e.expires.saturating_sub(self.now) / 1000
+        )?;
+        if o.proto == 6 {
+            write!(f, " {}", e.tcp.name())?;
+        }
+        let tuple = |f: &mut fmt::Formatter<'_>, t: &Tuple| -> fmt::Result {
+            write!(f, " src={} dst={}", t.src, t.dst)?;
+            match t.proto {
+                6 | 17 => write!(f, " sport={} dport={}", t.sport, t.dport),
+                1 => write!(
+                    f,
+                    " type={} code={} id={}",
+                    t.dport >> 8,
+                    t.dport & 0xff,
+                    t.sport
+                ),
+                _ => Ok(()),
+            }
+        };
+        tuple(f, o)?;
+        if !e.seen_reply() {
+            f.write_str(" [UNREPLIED]")?;
+        }
+        tuple(f, &e.tuple[1])?;
+        if e.assured() {
+            f.write_str(" [ASSURED]")?;
+        }
+        write!(f, " mark={} use=1", e.mark)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{icmp, ipv4, tcp, udp};
+    use tcp::flags::*;
+
+    const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const S: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+
+    fn ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+        let r = ipv4::Repr {
+            src,
+            dst,
+            protocol: proto,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            payload_len: l4.len(),
+        };
+        let mut b = vec![0u8; r.total_len()];
+        r.emit(&mut b).unwrap();
+        b[20..].copy_from_slice(l4);
+        b
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_pkt(
+        src: Ipv4Addr,
+        sp: u16,
+        dst: Ipv4Addr,
+        dp: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        len: usize,
+    ) -> Vec<u8> {
+        let r = tcp::Repr {
+            src_port: sp,
+            dst_port: dp,
+            seq,
+            ack,
+            flags,
+            window: 65535,
+            payload_len: len,
+        };
+        let mut l4 = vec![0u8; 20 + len];
+        r.emit(&mut l4, src, dst).unwrap();
+        ip(src, dst, ipv4::PROTO_TCP, &l4)
+    }
+
+    fn udp_pkt(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> Vec<u8> {
+        let mut l4 = vec![0u8; 12];
+        udp::Repr {
+            src_port: sp,
+            dst_port: dp,
+            payload_len: 4,
+        }
+        .emit(&mut l4, src, dst)
+        .unwrap();
+        ip(src, dst, ipv4::PROTO_UDP, &l4)
+    }
+
+    fn echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, ident: u16) -> Vec<u8> {
+        let mut l4 = vec![0u8; 8];
+        let r = if request {
+            icmp::Repr::EchoRequest {
+                ident,
+                seq: 1,
+                data_len: 0,
+            }
+        } else {
+            icmp::Repr::EchoReply {
+                ident,
+                seq: 1,
+                data_len: 0,
+            }
+        };
+        r.emit(&mut l4).unwrap();
+        ip(src, dst, ipv4::PROTO_ICMP, &l4)
+    }
+
+    /// Tracks and confirms like a datapath that accepts every packet.
+    fn step(t: &mut Table, now: u64, p: &[u8]) -> Track {
+        let tr = t.track(now, p);
+        if let (CtInfo::New, Some(id)) = (tr.info, tr.entry) {
+            assert!(t.confirm(id, now), "confirm");
+        }
+        tr
+    }
+
+    fn state(t: &Table, tr: Track) -> TcpState {
+        t.get(tr.entry.unwrap()).unwrap().tcp
+    }
+
+    #[test]
+    fn a_tcp_connection_from_handshake_to_time_wait() {
+        let mut t = Table::new(Config::default());
+        let syn = step(&mut t, 0, &tcp_pkt(C, 40000, S, 80, 100, 0, SYN, 0));
+        assert_eq!((syn.info, state(&t, syn)), (CtInfo::New, TcpState::SynSent));
+        let synack = step(
+            &mut t,
+            10,
+            &tcp_pkt(S, 80, C, 40000, 5000, 101, SYN | ACK, 0),
+        );
+        assert_eq!(
+            (synack.info, state(&t, synack)),
+            (CtInfo::EstablishedReply, TcpState::SynRecv)
+        );
+        let ack = step(&mut t, 20, &tcp_pkt(C, 40000, S, 80, 101, 5001, ACK, 0));
+        assert_eq!(
+            (ack.info, state(&t, ack)),
+            (CtInfo::Established, TcpState::Established)
+        );
+        assert!(t.get(ack.entry.unwrap()).unwrap().assured());
+        let data = step(
+            &mut t,
+            30,
+            &tcp_pkt(C, 40000, S, 80, 101, 5001, ACK | PSH, 100),
+        );
+        assert_eq!(data.info, CtInfo::Established);
+        let reply = step(&mut t, 40, &tcp_pkt(S, 80, C, 40000, 5001, 201, ACK, 1000));
+        assert_eq!(reply.info, CtInfo::EstablishedReply);
+        let line = t.list(40);
+        assert!(line.starts_with("tcp      6 432000 ESTABLISHED src=192.0.2.10 dst=198.51.100.20 sport=40000 dport=80 src=198.51.100.20 dst=192.0.2.10 sport=80 dport=40000 [ASSURED] mark=0 use=1"), "{line}");
+        let fin = step(
+            &mut t,
+            50,
+            &tcp_pkt(C, 40000, S, 80, 201, 6001, FIN | ACK, 0),
+        );
+        assert_eq!(state(&t, fin), TcpState::FinWait);
+        let ack2 = step(&mut t, 60, &tcp_pkt(S, 80, C, 40000, 6001, 202, ACK, 0));
+        assert_eq!(state(&t, ack2), TcpState::CloseWait);
+        let fin2 = step(
+            &mut t,
+            70,
+            &tcp_pkt(S, 80, C, 40000, 6001, 202, FIN | ACK, 0),
+        );
+        assert_eq!(state(&t, fin2), TcpState::LastAck);
+        let last = step(&mut t, 80, &tcp_pkt(C, 40000, S, 80, 202, 6002, ACK, 0));
+        assert_eq!(state(&t, last), TcpState::TimeWait);
+        assert_eq!(t.get(last.entry.unwrap()).unwrap().expires, 80 + 120_000);
+        // TIME_WAIT expires after 120 s, without any packet scanning the table
+        t.expire(80 + 119_999);
+        assert_eq!(t.len(), 1);
+        t.expire(80 + 120_000);
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.stats.expired, 1);
+    }
+
+    #[test]
+    fn rst_closes_and_a_new_syn_reopens() {
+        let mut t = Table::new(Config::default());
+        step(&mut t, 0, &tcp_pkt(C, 1, S, 22, 1, 0, SYN, 0));
+        step(&mut t, 1, &tcp_pkt(S, 22, C, 1, 9, 2, SYN | ACK, 0));
+        let rst = step(&mut t, 2, &tcp_pkt(S, 22, C, 1, 10, 2, RST, 0));
+        assert_eq!(state(&t, rst), TcpState::Close);
+        assert_eq!(t.get(rst.entry.unwrap()).unwrap().expires, 2 + 10_000);
+        let again = step(&mut t, 3, &tcp_pkt(C, 1, S, 22, 77, 0, SYN, 0));
+        assert_eq!(
+            again.info,
+            CtInfo::New,
+            "a SYN on a closed connection starts a new one"
+        );
+        assert_eq!(state(&t, again), TcpState::SynSent);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn out_of_window_and_bad_flags_are_invalid() {
+        let mut t = Table::new(Config::default());
+        step(&mut t, 0, &tcp_pkt(C, 5, S, 80, 1000, 0, SYN, 0));
+        step(&mut t, 1, &tcp_pkt(S, 80, C, 5, 9000, 1001, SYN | ACK, 0));
+        step(&mut t, 2, &tcp_pkt(C, 5, S, 80, 1001, 9001, ACK, 0));
+        // a segment far beyond what the receiver has advertised
+        let far = t.track(3, &tcp_pkt(C, 5, S, 80, 1001 + 10_000_000, 9001, ACK, 10));
+        assert_eq!(far.info, CtInfo::Invalid);
+        // acknowledging data never sent
+        let ack = t.track(4, &tcp_pkt(C, 5, S, 80, 1001, 9001 + 5_000_000, ACK, 0));
+        assert_eq!(ack.info, CtInfo::Invalid);
+        // the connection itself is unharmed
+        let ok = t.track(5, &tcp_pkt(C, 5, S, 80, 1001, 9001, ACK, 10));
+        assert_eq!(ok.info, CtInfo::Established);
+        // SYN and FIN together
+        let x = t.track(6, &tcp_pkt(C, 6, S, 80, 1, 0, SYN | FIN, 0));
+        assert_eq!(x.info, CtInfo::Invalid);
+        // liberal tracking accepts the far segment
+        let mut l = Table::new(Config {
+            tcp_be_liberal: true,
+            ..Config::default()
+        });
+        step(&mut l, 0, &tcp_pkt(C, 5, S, 80, 1000, 0, SYN, 0));
+        step(&mut l, 1, &tcp_pkt(S, 80, C, 5, 9000, 1001, SYN | ACK, 0));
+        assert_ne!(
+            l.track(3, &tcp_pkt(C, 5, S, 80, 1001 + 10_000_000, 9001, ACK, 10))
+                .info,
+            CtInfo::Invalid
+        );
+    }
+
+    #[test]
+    fn mid_stream_pickup_only_when_loose() {
+        let mut t = Table::new(Config::default());
+        let a = step(&mut t, 0, &tcp_pkt(C, 7, S, 443, 500, 900, ACK, 10));
+        assert_eq!((a.info, state(&t, a)), (CtInfo::New, TcpState::Established));
+        assert_eq!(
+            t.get(a.entry.unwrap()).unwrap().expires,
+            300_000,
+            "capped until answered"
+        );
+        let r = step(&mut t, 1, &tcp_pkt(S, 443, C, 7, 900, 510, ACK, 0));
+        assert_eq!(r.info, CtInfo::EstablishedReply);
+        assert!(t.get(r.entry.unwrap()).unwrap().assured());
+        let mut strict = Table::new(Config {
+            tcp_loose: false,
+            ..Config::default()
+        });
+        assert_eq!(
+            strict
+                .track(0, &tcp_pkt(C, 7, S, 443, 500, 900, ACK, 10))
+                .info,
+            CtInfo::Invalid
+        );
+        // FIN, RST and SYN/ACK never create an entry
+        for f in [FIN | ACK, RST, SYN | ACK] {
+            assert_eq!(
+                t.track(2, &tcp_pkt(C, 8, S, 443, 1, 1, f, 0)).info,
+                CtInfo::Invalid
+            );
+        }
+    }
+
+    #[test]
+    fn udp_unreplied_then_stream_and_assured() {
+        let mut t = Table::new(Config::default());
+        let q = step(&mut t, 0, &udp_pkt(C, 5353, S, 53));
+        assert_eq!(q.info, CtInfo::New);
+        assert_eq!(t.get(q.entry.unwrap()).unwrap().expires, 30_000);
+        assert!(t.list(0).contains("[UNREPLIED]"));
+        let r = step(&mut t, 500, &udp_pkt(S, 53, C, 5353));
+        assert_eq!(r.info, CtInfo::EstablishedReply);
+        assert_eq!(
+            t.get(r.entry.unwrap()).unwrap().expires,
+            500 + 30_000,
+            "replied, but younger than 2 s"
+        );
+        let more = step(&mut t, 2500, &udp_pkt(C, 5353, S, 53));
+        assert_eq!(more.info, CtInfo::Established);
+        let e = t.get(more.entry.unwrap()).unwrap();
+        assert_eq!(e.expires, 2500 + 120_000);
+        assert!(e.assured());
+    }
+
+    #[test]
+    fn icmp_echo_by_id_and_errors_as_related() {
+        let mut t = Table::new(Config::default());
+        let req = step(&mut t, 0, &echo(C, S, true, 42));
+        assert_eq!(req.info, CtInfo::New);
+        assert_eq!(
+            step(&mut t, 1, &echo(S, C, false, 42)).info,
+            CtInfo::EstablishedReply
+        );
+        assert_eq!(
+            t.track(2, &echo(S, C, false, 43)).info,
+            CtInfo::Invalid,
+            "a reply nobody asked for"
+        );
+        assert!(t.list(2).contains("type=8 code=0 id=42"));
+        // a port unreachable from the server, quoting the client's UDP datagram
+        let flow = udp_pkt(C, 5000, S, 53);
+        step(&mut t, 3, &flow);
+        let mut l4 = vec![0u8; 8 + 28];
+        l4[0] = icmp::DEST_UNREACHABLE;
+        l4[1] = 3;
+        l4[8..].copy_from_slice(&flow[..28]);
+        icmp::Message::new_checked(&mut l4[..])
+            .unwrap()
+            .fill_checksum();
+        let err = t.track(4, &ip(S, C, ipv4::PROTO_ICMP, &l4));
+        assert_eq!(err.info, CtInfo::RelatedReply);
+        // the same error sent to someone else is a spoof
+        let spoof = t.track(
+            5,
+            &ip(S, Ipv4Addr::new(203, 0, 113, 1), ipv4::PROTO_ICMP, &l4),
+        );
+        assert_eq!(spoof.info, CtInfo::Invalid);
+        // an error about a flow that does not exist
+        let mut other = l4.clone();
+        other[8 + 20] ^= 0xff; // another source port
+        assert_eq!(
+            t.track(6, &ip(S, C, ipv4::PROTO_ICMP, &other)).info,
+            CtInfo::Invalid
+        );
+    }
+
+    #[test]
+    fn a_full_table_evicts_a_non_assured_entry_or_drops() {
+        let mut t = Table::new(Config {
+            max: 2,
+            buckets: 1,
+            ..Config::default()
+        });
+        step(&mut t, 0, &udp_pkt(C, 1, S, 53));
+        step(&mut t, 0, &udp_pkt(C, 2, S, 53));
+        assert_eq!(t.len(), 2);
+        let third = t.track(1, &udp_pkt(C, 3, S, 53));
+        assert!(
+            t.confirm(third.entry.unwrap(), 1),
+            "a non-assured entry makes room"
+        );
+        assert_eq!((t.len(), t.stats.early_drop), (2, 1));
+        // fill with assured TCP connections: nothing can go, the new flow is dropped
+        let mut a = Table::new(Config {
+            max: 1,
+            buckets: 1,
+            ..Config::default()
+        });
+        step(&mut a, 0, &tcp_pkt(C, 10, S, 80, 1, 0, SYN, 0));
+        step(&mut a, 1, &tcp_pkt(S, 80, C, 10, 7, 2, SYN | ACK, 0));
+        step(&mut a, 2, &tcp_pkt(C, 10, S, 80, 2, 8, ACK, 0));
+        let n = a.track(3, &udp_pkt(C, 9, S, 53));
+        assert!(!a.confirm(n.entry.unwrap(), 3));
+        assert_eq!((a.len(), a.stats.drop), (1, 1));
+        // a dropped NEW packet leaves nothing behind
+        let d = a.track(4, &udp_pkt(C, 11, S, 53));
+        a.discard(d.entry.unwrap());
+        assert_eq!(a.len(), 1);
+        a.flush();
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn truncated_and_fragmented_packets_are_invalid() {
+        let mut t = Table::new(Config::default());
+        let p = tcp_pkt(C, 1, S, 2, 1, 0, SYN, 0);
+        for n in [0, 10, 20, 30, p.len() - 1] {
+            assert_eq!(t.track(0, &p[..n]).info, CtInfo::Invalid, "length {n}");
+        }
+        let mut frag = udp_pkt(C, 1, S, 2);
+        frag[6] = 0x00;
+        frag[7] = 0x10; // offset 128 bytes
+        let mut f = ipv4::Packet::new_checked(&mut frag[..]).unwrap();
+        f.fill_checksum();
+        assert_eq!(t.track(0, &frag).info, CtInfo::Invalid);
+    }
+}
