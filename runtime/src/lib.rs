@@ -3,4 +3,5 @@
 //! Built so far: [`wire`], the packet formats every later stage reads and rewrites.
 
 pub mod conntrack;
+pub mod ipvs;
 pub mod wire;

@@ -1,0 +1,552 @@
+//! IPVS virtual services and their schedulers, as the kernel defines them
+//! (`net/netfilter/ipvs/ip_vs_<name>.c`, SEMANTICS §4.2), and `ipvsadm -L -n` output.
+//!
+//! A destination is *eligible* when its weight is above zero and it is not overloaded.
+//! Overhead (lc, wlc) is `active × 256 + inactive`; ratios are compared by
+//! cross-multiplication, ties going to the earlier destination.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// `-m`, shown as Masq
+    Nat,
+    /// `-g`, shown as Route
+    Dr,
+    /// `-i`, shown as Tunnel
+    Tunnel,
+}
+
+impl Forward {
+    pub fn name(self) -> &'static str {
+        match self {
+            Forward::Nat => "Masq",
+            Forward::Dr => "Route",
+            Forward::Tunnel => "Tunnel",
+        }
+    }
+}
+
+/// A real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dest {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+    pub forward: Forward,
+    pub active: u32,
+    pub inactive: u32,
+    pub overloaded: bool,
+}
+
+impl Dest {
+    pub fn new(addr: Ipv4Addr, port: u16, weight: u32) -> Dest {
+        Dest {
+            addr,
+            port,
+            weight,
+            forward: Forward::Nat,
+            active: 0,
+            inactive: 0,
+            overloaded: false,
+        }
+    }
+    fn eligible(&self) -> bool {
+        self.weight > 0 && !self.overloaded
+    }
+    fn overhead(&self) -> u64 {
+        u64::from(self.active) * 256 + u64::from(self.inactive)
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The kernel's `hash_32` (golden-ratio multiply, top bits).
+fn hash_32(v: u32, bits: u32) -> u32 {
+    v.wrapping_mul(0x61C8_8647) >> (32 - bits)
+}
+
+const TAB_BITS: u32 = 8;
+const TAB_SIZE: usize = 1 << TAB_BITS;
+
+/// The default Maglev table size (a prime).
+pub const MH_TAB_SIZE: usize = 4093;
+
+/// A scheduler with its state.
+#[derive(Debug, Clone)]
+pub enum Scheduler {
+    Rr {
+        last: Option<usize>,
+    },
+    Wrr {
+        cl: Option<usize>,
+        cw: i64,
+    },
+    Lc,
+    Wlc,
+    Sed,
+    Nq,
+    /// source hashing: bucket -> destination index
+    Sh {
+        table: Vec<Option<usize>>,
+    },
+    /// destination hashing
+    Dh {
+        table: Vec<Option<usize>>,
+    },
+    /// Maglev hashing: slot -> destination index
+    Mh {
+        table: Vec<Option<usize>>,
+    },
+}
+
+impl Scheduler {
+    /// The scheduler of this name, set up for `dests`.
+    pub fn new(name: &str, dests: &[Dest]) -> Option<Scheduler> {
+        let mut s = match name {
+            "rr" => Scheduler::Rr { last: None },
+            "wrr" => Scheduler::Wrr { cl: None, cw: 0 },
+            "lc" => Scheduler::Lc,
+            "wlc" => Scheduler::Wlc,
+            "sed" => Scheduler::Sed,
+            "nq" => Scheduler::Nq,
+            "sh" => Scheduler::Sh { table: vec![] },
+            "dh" => Scheduler::Dh { table: vec![] },
+            "mh" => Scheduler::Mh { table: vec![] },
+            _ => return None,
+        };
+        s.update(dests);
+        Some(s)
+    }
+
+    /// Recomputes the scheduler's tables after the destinations changed.
+    pub fn update(&mut self, dests: &[Dest]) {
+        match self {
+            Scheduler::Wrr { cl, cw } => {
+                *cl = None;
+                *cw = wrr_max(dests);
+            }
+            Scheduler::Sh { table } => *table = hash_table(dests, true),
+            Scheduler::Dh { table } => *table = hash_table(dests, false),
+            Scheduler::Mh { table } => *table = maglev(dests, MH_TAB_SIZE),
+            _ => {}
+        }
+    }
+
+    /// Picks a destination for a new connection from `client` to `daddr`.
+    pub fn schedule(
+        &mut self,
+        dests: &[Dest],
+        client: Ipv4Addr,
+        client_port: u16,
+        daddr: Ipv4Addr,
+    ) -> Option<usize> {
+        let _ = client_port;
+        let n = dests.len();
+        if n == 0 {
+            return None;
+        }
+        match self {
+            Scheduler::Rr { last } => {
+                let start = last.map(|l| l + 1).unwrap_or(0);
+                let pick = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| dests[i].eligible())?;
+                *last = Some(pick);
+                Some(pick)
+            }
+            Scheduler::Wrr { cl, cw } => {
+                let mw = wrr_max(dests);
+                if mw <= 0 {
+                    return None;
+                }
+                let g = i64::from(
+                    dests
+                        .iter()
+                        .filter(|d| d.weight > 0)
+                        .map(|d| d.weight)
+                        .fold(0, gcd)
+                        .max(1),
+                );
+                // at most one full cycle of weights over every destination
+                let mut i = *cl;
+                for _ in 0..(n * (mw as usize / g as usize + 2)) {
+                    let next = i.map(|x| x + 1).unwrap_or(0);
+                    if next >= n {
+                        // back at the list head: lower the current weight
+                        *cw -= g;
+                        if *cw <= 0 {
+                            *cw = mw;
+                        }
+                        i = None;
+                        continue;
+                    }
+                    i = Some(next);
+                    let d = &dests[next];
+                    if !d.overloaded && i64::from(d.weight) >= *cw && d.weight > 0 {
+                        *cl = Some(next);
+                        return Some(next);
+                    }
+                }
+                None
+            }
+            Scheduler::Lc => least(dests, |d| (d.overhead(), 1)),
+            Scheduler::Wlc => least(dests, |d| (d.overhead(), u64::from(d.weight))),
+            Scheduler::Sed => least(dests, |d| (u64::from(d.active) + 1, u64::from(d.weight))),
+            Scheduler::Nq => match dests.iter().position(|d| d.eligible() && d.active == 0) {
+                Some(i) => Some(i),
+                None => least(dests, |d| (u64::from(d.active) + 1, u64::from(d.weight))),
+            },
+            Scheduler::Sh { table } => available(
+                dests,
+                table[(hash_32(u32::from(client), TAB_BITS) as usize) % TAB_SIZE],
+            ),
+            Scheduler::Dh { table } => available(
+                dests,
+                table[(hash_32(u32::from(daddr), TAB_BITS) as usize) % TAB_SIZE],
+            ),
+            Scheduler::Mh { table } => {
+                let slot = (mix(u64::from(u32::from(client))) % table.len().max(1) as u64) as usize;
+                available(dests, table.get(slot).copied().flatten())
+            }
+        }
+    }
+}
+
+fn available(dests: &[Dest], i: Option<usize>) -> Option<usize> {
+    i.filter(|&i| dests.get(i).is_some_and(Dest::eligible))
+}
+
+fn wrr_max(dests: &[Dest]) -> i64 {
+    let g = dests
+        .iter()
+        .filter(|d| d.weight > 0)
+        .map(|d| d.weight)
+        .fold(0, gcd)
+        .max(1);
+    let max = dests.iter().map(|d| d.weight).max().unwrap_or(0);
+    if max == 0 {
+        0
+    } else {
+        i64::from(max) - i64::from(g - 1)
+    }
+}
+
+/// The eligible destination with the least `num/den` (ties: the first), as the kernel's loops
+/// do: A beats B when num_A × den_B < num_B × den_A.
+fn least(dests: &[Dest], ratio: impl Fn(&Dest) -> (u64, u64)) -> Option<usize> {
+    let mut best: Option<(usize, u64, u64)> = None;
+    for (i, d) in dests.iter().enumerate() {
+        if !d.eligible() {
+            continue;
+        }
+        let (n, w) = ratio(d);
+        match best {
+            None => best = Some((i, n, w)),
+            Some((_, bn, bw))
+                if u128::from(n) * u128::from(bw) < u128::from(bn) * u128::from(w) =>
+            {
+                best = Some((i, n, w))
+            }
+            _ => {}
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// sh/dh tables: 256 buckets filled in destination order, each destination taking `weight`
+/// consecutive buckets (sh) or one (dh) per turn.
+fn hash_table(dests: &[Dest], weighted: bool) -> Vec<Option<usize>> {
+    let live: Vec<usize> = (0..dests.len()).filter(|&i| dests[i].weight > 0).collect();
+    if live.is_empty() {
+        return vec![None; TAB_SIZE];
+    }
+    let mut out = Vec::with_capacity(TAB_SIZE);
+    let (mut k, mut count) = (0usize, 0u32);
+    while out.len() < TAB_SIZE {
+        let i = live[k % live.len()];
+        out.push(Some(i));
+        count += 1;
+        if !weighted || count >= dests[i].weight {
+            k += 1;
+            count = 0;
+        }
+    }
+    out
+}
+
+/// A 64-bit mixer (splitmix64's finaliser): fixed, so tables are the same on every run.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Maglev population (Eisenbud et al. §3.4): each destination walks its permutation
+/// (offset + j·skip mod M) and takes the first empty slot on its turn; a destination gets
+/// `weight / gcd` turns per round, so weights set shares and a weight change of one
+/// destination does not reshuffle the others' preference lists.
+pub fn maglev(dests: &[Dest], m: usize) -> Vec<Option<usize>> {
+    let live: Vec<usize> = (0..dests.len()).filter(|&i| dests[i].weight > 0).collect();
+    let mut table = vec![None; m];
+    if live.is_empty() || m < 2 {
+        return table;
+    }
+    let g = live.iter().map(|&i| dests[i].weight).fold(0, gcd).max(1);
+    let key = |d: &Dest| (u64::from(u32::from(d.addr)) << 16) | u64::from(d.port);
+    let perm: Vec<(u64, u64)> = live
+        .iter()
+        .map(|&i| {
+            let k = key(&dests[i]);
+            (
+                mix(k ^ 0x5eed_0001) % m as u64,
+                mix(k ^ 0x5eed_0002) % (m as u64 - 1) + 1,
+            )
+        })
+        .collect();
+    let mut next = vec![0u64; live.len()];
+    let mut filled = 0;
+    'rounds: loop {
+        for (j, &i) in live.iter().enumerate() {
+            for _ in 0..(dests[i].weight / g) {
+                let (offset, skip) = perm[j];
+                let mut c = (offset + next[j] * skip) % m as u64;
+                while table[c as usize].is_some() {
+                    next[j] += 1;
+                    c = (offset + next[j] * skip) % m as u64;
+                }
+                table[c as usize] = Some(i);
+                next[j] += 1;
+                filled += 1;
+                if filled == m {
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    table
+}
+
+/// A virtual service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub proto: u8,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub scheduler_name: String,
+    pub scheduler: Scheduler,
+    pub persistent: Option<u32>,
+    pub dests: Vec<Dest>,
+}
+
+impl Service {
+    pub fn new(
+        proto: u8,
+        vip: Ipv4Addr,
+        port: u16,
+        scheduler: &str,
+        dests: Vec<Dest>,
+    ) -> Option<Service> {
+        Some(Service {
+            proto,
+            vip,
+            port,
+            scheduler_name: scheduler.to_string(),
+            scheduler: Scheduler::new(scheduler, &dests)?,
+            persistent: None,
+            dests,
+        })
+    }
+
+    /// Schedules a new connection; the chosen destination counts it as inactive until it is
+    /// established (TCP), as IPVS does.
+    pub fn schedule(&mut self, client: Ipv4Addr, client_port: u16) -> Option<usize> {
+        let i = self
+            .scheduler
+            .schedule(&self.dests, client, client_port, self.vip)?;
+        self.dests[i].inactive += 1;
+        Some(i)
+    }
+}
+
+/// `ipvsadm -L -n` for these services.
+pub fn list(services: &[Service], table_size: usize) -> String {
+    let mut out = format!(
+        "IP Virtual Server version 1.2.1 (size={table_size})\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+    );
+    for s in services {
+        let proto = match s.proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "SCTP",
+        };
+        let _ = write!(out, "{proto}  {}:{} {}", s.vip, s.port, s.scheduler_name);
+        if let Some(t) = s.persistent {
+            let _ = write!(out, " persistent {t}");
+        }
+        out.push('\n');
+        for d in &s.dests {
+            let _ = writeln!(
+                out,
+                "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
+                format!("{}:{}", d.addr, d.port),
+                d.forward.name(),
+                d.weight,
+                d.active,
+                d.inactive
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dests(weights: &[u32]) -> Vec<Dest> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Dest::new(Ipv4Addr::new(10, 0, 1, 1 + i as u8), 80, w))
+            .collect()
+    }
+
+    fn run(name: &str, d: &mut [Dest], n: usize) -> Vec<usize> {
+        let mut s = Scheduler::new(name, d).unwrap();
+        (0..n)
+            .map(|k| {
+                s.schedule(
+                    d,
+                    Ipv4Addr::new(192, 0, 2, k as u8),
+                    1000,
+                    Ipv4Addr::new(198, 51, 100, 10),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rr_cycles_and_skips_quiesced() {
+        let mut d = dests(&[1, 1, 1]);
+        assert_eq!(run("rr", &mut d, 5), vec![0, 1, 2, 0, 1]);
+        d[1].weight = 0;
+        assert_eq!(run("rr", &mut d, 4), vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn wrr_follows_the_kernel_sequence() {
+        // weights 4, 3, 2: gcd 1, mw 4; cw 4: A; cw 3: A B; cw 2: A B C; cw 1: A B C
+        let mut d = dests(&[4, 3, 2]);
+        assert_eq!(run("wrr", &mut d, 9), vec![0, 0, 1, 0, 1, 2, 0, 1, 2]);
+        // weights 4, 2: gcd 2, mw 3: cw 3: A; cw 1: A B
+        let mut d = dests(&[4, 2]);
+        assert_eq!(run("wrr", &mut d, 6), vec![0, 0, 1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn least_connection_schedulers() {
+        let mut d = dests(&[1, 1, 1]);
+        d[0].active = 2;
+        d[1].active = 1;
+        d[2].inactive = 200; // overheads 512, 256, 200
+        assert_eq!(run("lc", &mut d.clone(), 1), vec![2]);
+        d[2].inactive = 600;
+        assert_eq!(run("lc", &mut d.clone(), 1), vec![1]);
+        // wlc: overhead / weight; the heavier server wins with more connections
+        let mut w = dests(&[1, 3]);
+        w[0].active = 1; // 256 / 1
+        w[1].active = 2; // 512 / 3
+        assert_eq!(run("wlc", &mut w.clone(), 1), vec![1]);
+        // sed: (active + 1) / weight; nq: an idle server first
+        let mut s = dests(&[1, 2]);
+        s[0].active = 0;
+        s[1].active = 1; // sed: 1/1 vs 2/2: tie -> first
+        assert_eq!(run("sed", &mut s.clone(), 1), vec![0]);
+        let mut q = dests(&[5, 1]);
+        q[0].active = 3;
+        assert_eq!(
+            run("nq", &mut q, 1),
+            vec![1],
+            "the idle server, whatever its weight"
+        );
+    }
+
+    #[test]
+    fn source_hashing_is_sticky_and_weighted() {
+        let mut d = dests(&[2, 1]);
+        let t = hash_table(&d, true);
+        assert_eq!(
+            &t[..6],
+            &[Some(0), Some(0), Some(1), Some(0), Some(0), Some(1)]
+        );
+        let mut s = Scheduler::new("sh", &d).unwrap();
+        let c = Ipv4Addr::new(203, 0, 113, 5);
+        let a = s.schedule(&d, c, 1, Ipv4Addr::UNSPECIFIED);
+        for _ in 0..5 {
+            assert_eq!(s.schedule(&d, c, 2, Ipv4Addr::UNSPECIFIED), a);
+        }
+        // its bucket's server quiesced: no fallback, no server
+        d[a.unwrap()].weight = 0;
+        assert_eq!(s.schedule(&d, c, 1, Ipv4Addr::UNSPECIFIED), None);
+    }
+
+    #[test]
+    fn maglev_balances_and_moves_about_one_nth_when_a_server_goes() {
+        let n = 5;
+        let d = dests(&vec![1; n]);
+        let t = maglev(&d, MH_TAB_SIZE);
+        let mut share = vec![0usize; n];
+        for s in t.iter().flatten() {
+            share[*s] += 1;
+        }
+        let (lo, hi) = (MH_TAB_SIZE / n, MH_TAB_SIZE.div_ceil(n));
+        assert!(share.iter().all(|&c| c >= lo && c <= hi), "{share:?}");
+        // remove the third server: its slots move, and few others do
+        let mut fewer = d.clone();
+        fewer.remove(2);
+        let t2 = maglev(&fewer, MH_TAB_SIZE);
+        let name = |tab: &[Option<usize>], ds: &[Dest], i: usize| tab[i].map(|k| ds[k].addr);
+        let moved = (0..MH_TAB_SIZE)
+            .filter(|&i| name(&t, &d, i) != name(&t2, &fewer, i))
+            .count();
+        let frac = moved as f64 / MH_TAB_SIZE as f64;
+        assert!(
+            (0.19..0.30).contains(&frac),
+            "moved {frac:.3} of slots; about 1/{n} expected"
+        );
+        // weights set shares
+        let w = maglev(&dests(&[3, 1]), MH_TAB_SIZE);
+        let a = w.iter().filter(|s| **s == Some(0)).count() as f64 / MH_TAB_SIZE as f64;
+        assert!((a - 0.75).abs() < 0.01, "{a}");
+    }
+
+    #[test]
+    fn ipvsadm_listing() {
+        let mut s = Service::new(
+            6,
+            Ipv4Addr::new(10, 0, 0, 100),
+            80,
+            "wlc",
+            vec![Dest::new(Ipv4Addr::new(10, 244, 1, 23), 8080, 1)],
+        )
+        .unwrap();
+        s.persistent = Some(300);
+        s.dests[0].active = 3;
+        s.dests[0].inactive = 12;
+        let l = list(&[s], 4096);
+        assert_eq!(
+            l,
+            "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nTCP  10.0.0.100:80 wlc persistent 300\n  -> 10.244.1.23:8080             Masq    1      3          12        \n"
+        );
+    }
+}
