@@ -228,11 +228,17 @@ const STATUS_SEEN_REPLY: u8 = 1;
 const STATUS_ASSURED: u8 = 2;
 const STATUS_CONFIRMED: u8 = 4;
 
+/// `Entry::nat` bits: which manipulations were set up.
+pub const NAT_SRC: u8 = 1;
+pub const NAT_DST: u8 = 2;
+
 /// A connection.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub tuple: [Tuple; 2],
     status: u8,
+    /// `NAT_SRC` / `NAT_DST`
+    pub nat: u8,
     pub tcp: TcpState,
     win: [Window; 2],
     /// a FIN or RST seen (for SYN reopening)
@@ -612,6 +618,31 @@ impl Table {
         self.entries.get(id.0 as usize).and_then(|e| e.as_ref())
     }
 
+    /// Is this tuple some confirmed entry's, in either direction? (A NAT candidate whose
+    /// inverse is in use would make replies ambiguous.)
+    pub fn in_use(&self, t: &Tuple) -> bool {
+        self.find(t).is_some()
+    }
+
+    /// Sets the reply tuple of an unconfirmed entry: NAT decided that the original
+    /// direction's packets will look like `after`, so replies come back as its inverse.
+    pub fn set_nat(&mut self, id: EntryId, after: Tuple, manip: crate::nat::Manip) -> bool {
+        let Some(inv) = after.invert() else {
+            return false;
+        };
+        match self.get_mut(id) {
+            Some(e) if !e.confirmed() => {
+                e.tuple[1] = inv;
+                e.nat |= match manip {
+                    crate::nat::Manip::Src => NAT_SRC,
+                    crate::nat::Manip::Dst => NAT_DST,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn get_mut(&mut self, id: EntryId) -> Option<&mut Entry> {
         self.entries.get_mut(id.0 as usize).and_then(|e| e.as_mut())
     }
@@ -790,6 +821,7 @@ impl Table {
         let idx = self.alloc(Entry {
             tuple: [t, reply],
             status: 0,
+            nat: 0,
             tcp: tcp_state,
             win,
             closing: false,

@@ -4,4 +4,5 @@
 
 pub mod conntrack;
 pub mod ipvs;
+pub mod nat;
 pub mod wire;
