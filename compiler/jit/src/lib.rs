@@ -90,10 +90,46 @@ pub struct Ctx {
     pub env: *mut std::ffi::c_void,
 }
 
+/// What a datapath plugs in around the compiled tables. The defaults give the reference
+/// interpreter's behaviour (the packet's given conntrack state; NAT as `interp::apply_nat`).
+pub trait Hooks {
+    /// Connection tracking, between the raw table (-300) and mangle (-150) at prerouting and
+    /// output: the `ct state` bit the rules will see. `ct` is the state so far (UNTRACKED
+    /// after a `notrack`).
+    fn conntrack(&mut self, hook: Hook, hdr: &Packet, ct: u8) -> u8 {
+        let _ = (hook, hdr);
+        ct
+    }
+
+    /// A NAT statement fired on a connection's first packet: rewrite the headers.
+    fn nat(
+        &mut self,
+        program: &Program,
+        rule: RuleId,
+        stmt: &Stmt,
+        hdr: &mut Packet,
+        path: PathKind,
+    ) -> Result<(), InterpError> {
+        interp::apply_nat(program, stmt, hdr, rule, path)
+    }
+
+    /// A NAT point (the nat table's place at `hook`) that the nat chain does not run for
+    /// (not a first packet, or no nat chain there): translate as the connection says.
+    fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
+        let _ = (hook, hdr);
+    }
+}
+
+/// The interpreter's behaviour.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
 /// What callbacks need during one classification.
 pub struct Env<'a> {
     program: &'a Program,
     oracle: &'a mut dyn Oracle,
+    hooks: &'a mut dyn Hooks,
     path: PathKind,
     stateful: &'a [(RuleId, Pred)],
     nat: &'a [(RuleId, Stmt)],
@@ -246,6 +282,14 @@ fn ctx_packet(c: &Ctx) -> Packet {
     }
 }
 
+/// Copies the headers a hook may change back into the context.
+fn write_back(c: &mut Ctx, p: &Packet) {
+    c.saddr = p.saddr;
+    c.daddr = p.daddr;
+    c.sport = p.sport.into();
+    c.dport = p.dport.into();
+}
+
 extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
     // SAFETY: called by generated code with the classification's ctx.
     let (e, c) = unsafe { (env(ctx), &mut *ctx) };
@@ -255,12 +299,9 @@ extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
     let mut p = ctx_packet(c);
     p.iif = e.meta.iif.clone();
     p.oif = e.meta.oif.clone();
-    match interp::apply_nat(e.program, stmt, &mut p, *rule, e.path) {
+    match e.hooks.nat(e.program, *rule, stmt, &mut p, e.path) {
         Ok(()) => {
-            c.saddr = p.saddr;
-            c.daddr = p.daddr;
-            c.sport = p.sport.into();
-            c.dport = p.dport.into();
+            write_back(c, &p);
             1
         }
         Err(err) => {
@@ -1389,7 +1430,8 @@ impl JitProgram {
         }
     }
 
-    /// Classifies raw IPv4 bytes along `path`.
+    /// Classifies raw IPv4 bytes along `path`, with the interpreter's conntrack and NAT
+    /// behaviour.
     pub fn classify(
         &mut self,
         path: PathKind,
@@ -1397,12 +1439,24 @@ impl JitProgram {
         meta: &Meta,
         oracle: &mut dyn Oracle,
     ) -> Result<JitOutcome, InterpError> {
+        self.classify_with(path, bytes, meta, oracle, &mut NoHooks)
+    }
+
+    /// Classifies with a datapath's conntrack and NAT plugged in.
+    pub fn classify_with(
+        &mut self,
+        path: PathKind,
+        bytes: &[u8],
+        meta: &Meta,
+        oracle: &mut dyn Oracle,
+        hooks: &mut dyn Hooks,
+    ) -> Result<JitOutcome, InterpError> {
         // interface bit sets: reused buffers, no allocation per packet
         let mut iif_bits = std::mem::take(&mut self.scratch.0);
         let mut oif_bits = std::mem::take(&mut self.scratch.1);
         self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
         self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
-        let r = self.run(path, bytes, meta, oracle, &iif_bits, &oif_bits);
+        let r = self.run(path, bytes, meta, oracle, hooks, &iif_bits, &oif_bits);
         self.scratch = (iif_bits, oif_bits);
         r
     }
@@ -1413,12 +1467,14 @@ impl JitProgram {
         bytes: &[u8],
         meta: &Meta,
         oracle: &mut dyn Oracle,
+        hooks: &mut dyn Hooks,
         iif_bits: &[u64],
         oif_bits: &[u64],
     ) -> Result<JitOutcome, InterpError> {
         let mut env = Env {
             program: &self.program,
             oracle,
+            hooks,
             path,
             stateful: &self.stateful,
             nat: &self.nat,
@@ -1474,10 +1530,39 @@ impl JitProgram {
             return Ok(o);
         }
         let mut last = NO_RULE;
+        // the points of a hook where the datapath's conntrack and NAT run
+        let hdr = |ctx: &Ctx| {
+            let mut p = ctx_packet(ctx);
+            p.iif = meta.iif.clone();
+            p.oif = meta.oif.clone();
+            p
+        };
         for &hook in path.hooks() {
-            for e in &self.program.hooks[hook.index()] {
-                if e.table == Table::Nat && ctx.ct as u8 & (ct::NEW | ct::RELATED) == 0 {
-                    continue;
+            let ct_point = matches!(hook, Hook::Prerouting | Hook::Output);
+            let nat_prio = Table::Nat.priority(hook);
+            let (mut ct_done, mut nat_done) = (!ct_point, false);
+            let entries = &self.program.hooks[hook.index()];
+            for k in 0..=entries.len() {
+                let prio = entries.get(k).map(|e| e.priority).unwrap_or(i32::MAX);
+                if !ct_done && prio > fwc_compiler::ir::CONNTRACK_PRIORITY {
+                    ct_done = true;
+                    let p = hdr(&ctx);
+                    ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
+                }
+                let is_nat = entries.get(k).is_some_and(|e| e.table == Table::Nat);
+                let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
+                if !nat_done && (prio > nat_prio || (is_nat && !first_packet)) {
+                    nat_done = true;
+                    let mut p = hdr(&ctx);
+                    env.hooks.nat_point(hook, &mut p);
+                    write_back(&mut ctx, &p);
+                }
+                let Some(e) = entries.get(k) else { break };
+                if e.table == Table::Nat {
+                    nat_done = true;
+                    if !first_packet {
+                        continue;
+                    }
                 }
                 ctx.rule = NO_RULE;
                 let f = self.chains[e.chain.0 as usize];
