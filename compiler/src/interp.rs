@@ -418,6 +418,9 @@ pub enum InterpError {
     NoIfaceAddr { rule: RuleId, iface: Option<String> },
     /// more `statistic` matches on the packet's way than can be enumerated
     TooManyCoins { max: usize },
+    /// every translated tuple the NAT statement allows is already in use (the kernel drops
+    /// such a packet)
+    NatExhausted { rule: RuleId },
 }
 
 impl fmt::Display for InterpError {
@@ -426,6 +429,11 @@ impl fmt::Display for InterpError {
             InterpError::NoIfaceAddr { iface: Some(i), .. } => write!(
                 f,
                 "the rule needs the address of `{i}`: declare it with `interface {i} address ADDR;`"
+            ),
+            InterpError::NatExhausted { rule } => write!(
+                f,
+                "rule {} found no free address and port to translate to",
+                rule.0
             ),
             InterpError::TooManyCoins { max } => write!(
                 f,

@@ -113,6 +113,13 @@ pub trait Hooks {
         interp::apply_nat(program, stmt, hdr, rule, path)
     }
 
+    /// Routing, after prerouting: the path the packet goes on with (a destination NAT may
+    /// have made a packet for this host one to forward, or the reverse).
+    fn route(&mut self, path: PathKind, hdr: &Packet) -> PathKind {
+        let _ = hdr;
+        path
+    }
+
     /// A NAT point (the nat table's place at `hook`) that the nat chain does not run for
     /// (not a first packet, or no nat chain there): translate as the connection says.
     fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
@@ -189,6 +196,8 @@ impl std::error::Error for JitError {}
 #[derive(Debug, Clone, PartialEq)]
 pub struct JitOutcome {
     pub fate: Fate,
+    /// the path the packet took (routing may change it after prerouting)
+    pub path: PathKind,
     pub deciding_rule: Option<RuleId>,
     /// the headers as the packet leaves (or where it stopped)
     pub packet: Packet,
@@ -1509,12 +1518,13 @@ impl JitProgram {
         // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
         // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
         unsafe { (self.parse)(&mut ctx) };
-        let done = |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>| {
+        let done = |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>, path: PathKind| {
             let mut packet = ctx_packet(ctx);
             packet.iif = meta.iif.clone();
             packet.oif = meta.oif.clone();
             JitOutcome {
                 fate,
+                path,
                 deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
                 packet,
                 logs,
@@ -1522,7 +1532,7 @@ impl JitProgram {
         };
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
-            let mut o = done(&ctx, Fate::Drop, vec![]);
+            let mut o = done(&ctx, Fate::Drop, vec![], path);
             o.packet = Packet {
                 l4: false,
                 ..Packet::default()
@@ -1530,6 +1540,7 @@ impl JitProgram {
             return Ok(o);
         }
         let mut last = NO_RULE;
+        let mut path = path;
         // the points of a hook where the datapath's conntrack and NAT run
         let hdr = |ctx: &Ctx| {
             let mut p = ctx_packet(ctx);
@@ -1537,7 +1548,9 @@ impl JitProgram {
             p.oif = meta.oif.clone();
             p
         };
-        for &hook in path.hooks() {
+        let mut hi = 0;
+        while let Some(&hook) = path.hooks().get(hi) {
+            hi += 1;
             let ct_point = matches!(hook, Hook::Prerouting | Hook::Output);
             let nat_prio = Table::Nat.priority(hook);
             let (mut ct_done, mut nat_done) = (!ct_point, false);
@@ -1593,12 +1606,20 @@ impl JitProgram {
                     }
                 };
                 let logs = std::mem::take(&mut env.logs);
-                return Ok(done(&ctx, fate, logs));
+                return Ok(done(&ctx, fate, logs, path));
+            }
+            if hook == Hook::Prerouting {
+                // routing: a destination NAT decides where the packet goes on
+                let routed = env.hooks.route(path, &hdr(&ctx));
+                if routed != path && routed.hooks().first() == Some(&Hook::Prerouting) {
+                    path = routed;
+                    env.path = routed;
+                }
             }
         }
         ctx.rule = last;
         let logs = std::mem::take(&mut env.logs);
-        Ok(done(&ctx, Fate::Accept, logs))
+        Ok(done(&ctx, Fate::Accept, logs, path))
     }
 }
 

@@ -1,0 +1,382 @@
+//! The packet pipeline: one frame in, its fate and (when it passes) the rewritten frame out.
+//!
+//! The compiled program runs hook by hook in the JIT; connection tracking plugs in at
+//! priority -200 of prerouting/output (after the raw table), NAT at the nat table's place
+//! (first packets choose a binding with [`nat::unique_tuple`], later packets are translated
+//! as their connection says), and the NEW entry is confirmed once the packet is through.
+//! Forwarded packets have their TTL decremented (and are dropped at TTL 1, as a router
+//! does). Frames that are not IPv4 pass untouched.
+
+use crate::conntrack::{CtInfo, Dir, EntryId, Table, Tuple};
+use crate::nat::{self, Manip, Range};
+use crate::wire::{ethernet, ipv4};
+use fwc_compiler::interp::{Fate, FreshOracle, InterpError, Meta, Packet, PathKind};
+use fwc_compiler::ir::{ct, Hook, Program, RuleId, Stmt};
+use fwc_jit::{Hooks, JitProgram};
+use std::net::Ipv4Addr;
+
+/// How frames arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    RawIp,
+}
+
+/// What happened to a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub fate: Fate,
+    pub path: Option<PathKind>,
+    pub deciding_rule: Option<RuleId>,
+    pub ct: Option<CtInfo>,
+    /// the frame to send on, for an accepted packet
+    pub frame: Option<Vec<u8>>,
+    /// why the datapath itself dropped it (not a rule)
+    pub reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatapathStats {
+    pub frames: u64,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    pub queued: u64,
+    pub not_ip: u64,
+    pub malformed: u64,
+}
+
+pub struct Datapath {
+    jit: JitProgram,
+    pub ct: Table,
+    locals: Vec<Ipv4Addr>,
+    rng: u64,
+    pub stats: DatapathStats,
+}
+
+/// The datapath's side of the JIT's hooks for one packet.
+struct PacketHooks<'a> {
+    ct: &'a mut Table,
+    now: u64,
+    ip: &'a [u8],
+    track: Option<(EntryId, Dir, CtInfo)>,
+    rng: &'a mut u64,
+    locals: &'a [Ipv4Addr],
+}
+
+fn tuple_of(h: &Packet) -> Tuple {
+    Tuple {
+        src: Ipv4Addr::from(h.saddr),
+        dst: Ipv4Addr::from(h.daddr),
+        proto: h.proto,
+        sport: h.sport,
+        dport: h.dport,
+    }
+}
+
+impl Hooks for PacketHooks<'_> {
+    fn conntrack(&mut self, _hook: Hook, _hdr: &Packet, state: u8) -> u8 {
+        if state == ct::UNTRACKED {
+            return state;
+        }
+        let t = self.ct.track(self.now, self.ip);
+        let dir = match t.info {
+            CtInfo::EstablishedReply | CtInfo::RelatedReply => Dir::Reply,
+            _ => Dir::Original,
+        };
+        if let Some(id) = t.entry {
+            self.track = Some((id, dir, t.info));
+        }
+        t.info.state_bit()
+    }
+
+    fn nat(
+        &mut self,
+        program: &Program,
+        rule: RuleId,
+        stmt: &Stmt,
+        hdr: &mut Packet,
+        path: PathKind,
+    ) -> Result<(), InterpError> {
+        let Some((id, Dir::Original, _)) = self.track else {
+            return Ok(()); // no connection to bind (untracked): nothing to translate
+        };
+        let iface_addr = |name: &Option<String>| {
+            name.as_deref()
+                .and_then(|n| program.interface_addr(n))
+                .map(|a| (Ipv4Addr::from(a), Ipv4Addr::from(a)))
+                .ok_or(InterpError::NoIfaceAddr {
+                    rule,
+                    iface: name.clone(),
+                })
+        };
+        let (manip, range) = match stmt {
+            Stmt::Snat(r) => (Manip::Src, Range::from_ir(r)),
+            Stmt::Dnat(r) => (Manip::Dst, Range::from_ir(r)),
+            Stmt::Masquerade(r) => (
+                Manip::Src,
+                Range {
+                    addr: Some(iface_addr(&hdr.oif)?),
+                    ..Range::from_ir(r)
+                },
+            ),
+            Stmt::Redirect(r) => {
+                let a = if path == PathKind::Output {
+                    (Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST)
+                } else {
+                    iface_addr(&hdr.iif)?
+                };
+                (
+                    Manip::Dst,
+                    Range {
+                        addr: Some(a),
+                        ..Range::from_ir(r)
+                    },
+                )
+            }
+            _ => return Ok(()),
+        };
+        // ICMP: the tuple's ports are the echo id and the type/code
+        let cur = match self.ct.get(id) {
+            Some(e) if hdr.proto == 1 => {
+                let mut t = tuple_of(hdr);
+                t.sport = e.tuple[0].sport;
+                t.dport = e.tuple[0].dport;
+                t
+            }
+            _ => tuple_of(hdr),
+        };
+        let rng = &mut *self.rng;
+        let mut random = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng as u32
+        };
+        let after = nat::unique_tuple(&cur, &range, manip, self.ct, &mut random)
+            .ok_or(InterpError::NatExhausted { rule })?;
+        self.ct.set_nat(id, after, manip);
+        hdr.saddr = u32::from(after.src);
+        hdr.daddr = u32::from(after.dst);
+        if hdr.proto != 1 {
+            hdr.sport = after.sport;
+            hdr.dport = after.dport;
+        }
+        Ok(())
+    }
+
+    fn route(&mut self, _path: PathKind, hdr: &Packet) -> PathKind {
+        if self.locals.contains(&Ipv4Addr::from(hdr.daddr)) {
+            PathKind::Input
+        } else {
+            PathKind::Forward
+        }
+    }
+
+    fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
+        let Some((id, dir, _)) = self.track else {
+            return;
+        };
+        let manip = match hook {
+            Hook::Prerouting | Hook::Output => Manip::Dst,
+            _ => Manip::Src,
+        };
+        let Some(e) = self.ct.get(id) else { return };
+        if let Some((addr, port)) = nat::target(e, dir, manip) {
+            match manip {
+                Manip::Src => {
+                    hdr.saddr = u32::from(addr);
+                    if hdr.proto != 1 {
+                        hdr.sport = port;
+                    }
+                }
+                Manip::Dst => {
+                    hdr.daddr = u32::from(addr);
+                    if hdr.proto != 1 {
+                        hdr.dport = port;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Datapath {
+    pub fn new(jit: JitProgram, ct: Table, locals: Vec<Ipv4Addr>) -> Datapath {
+        Datapath {
+            jit,
+            ct,
+            locals,
+            rng: 0x2545_f491_4f6c_dd1d,
+            stats: DatapathStats::default(),
+        }
+    }
+
+    pub fn program(&self) -> &Program {
+        self.jit.program()
+    }
+
+    /// Per-rule (packets, bytes), by rule id.
+    pub fn counters(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.jit.counters()
+    }
+
+    /// Runs one frame through the pipeline at `now` (ms).
+    pub fn process(
+        &mut self,
+        now: u64,
+        link: Link,
+        frame: &[u8],
+        iif: Option<&str>,
+        oif: Option<&str>,
+    ) -> Decision {
+        self.stats.frames += 1;
+        let pass = |frame: &[u8]| Decision {
+            fate: Fate::Accept,
+            path: None,
+            deciding_rule: None,
+            ct: None,
+            frame: Some(frame.to_vec()),
+            reason: None,
+        };
+        let l3_at = match link {
+            Link::RawIp => 0,
+            Link::Ethernet => match ethernet::Frame::new_checked(frame) {
+                Ok(f) if f.ethertype() == ethernet::ETHERTYPE_IPV4 => ethernet::HEADER_LEN,
+                Ok(_) => {
+                    self.stats.not_ip += 1;
+                    self.stats.accepted += 1;
+                    return pass(frame);
+                }
+                Err(_) => {
+                    self.stats.malformed += 1;
+                    self.stats.dropped += 1;
+                    return self.dropped(None, None, None, "truncated Ethernet frame");
+                }
+            },
+        };
+        let ip_bytes = &frame[l3_at..];
+        let Ok(ip) = ipv4::Packet::new_checked(ip_bytes) else {
+            self.stats.malformed += 1;
+            self.stats.dropped += 1;
+            return self.dropped(None, None, None, "not a valid IPv4 packet");
+        };
+        let path = if self.locals.contains(&ip.dst()) {
+            PathKind::Input
+        } else {
+            PathKind::Forward
+        };
+        let ttl = ip.ttl();
+        let meta = Meta {
+            iif: iif.map(str::to_string),
+            oif: oif.map(str::to_string),
+            mark: 0,
+            ct: ct::NEW, // replaced by conntrack at -200
+        };
+        let mut hooks = PacketHooks {
+            ct: &mut self.ct,
+            now,
+            ip: ip_bytes,
+            track: None,
+            rng: &mut self.rng,
+            locals: &self.locals,
+        };
+        let outcome = self
+            .jit
+            .classify_with(path, ip_bytes, &meta, &mut FreshOracle, &mut hooks);
+        let track = hooks.track;
+        let new_entry = track
+            .filter(|(_, _, i)| *i == CtInfo::New)
+            .map(|(id, _, _)| id);
+        let info = track.map(|t| t.2);
+        let o = match outcome {
+            Ok(o) => o,
+            Err(_) => {
+                if let Some(id) = new_entry {
+                    self.ct.discard(id);
+                }
+                self.stats.dropped += 1;
+                return self.dropped(Some(path), None, info, "NAT could not translate the packet");
+            }
+        };
+        let path = o.path;
+        match o.fate {
+            Fate::Accept => {}
+            other => {
+                if let Some(id) = new_entry {
+                    self.ct.discard(id);
+                }
+                match other {
+                    Fate::Reject(_) => self.stats.rejected += 1,
+                    Fate::Queue { .. } => self.stats.queued += 1,
+                    _ => self.stats.dropped += 1,
+                }
+                return Decision {
+                    fate: other,
+                    path: Some(path),
+                    deciding_rule: o.deciding_rule,
+                    ct: info,
+                    frame: None,
+                    reason: None,
+                };
+            }
+        }
+        if let Some(id) = new_entry {
+            if !self.ct.confirm(id, now) {
+                self.stats.dropped += 1;
+                return self.dropped(Some(path), o.deciding_rule, info, "conntrack table full");
+            }
+        }
+        // the packet passed: write its translation and TTL into the frame
+        let mut out = frame.to_vec();
+        let ipb = &mut out[l3_at..];
+        if let Some((id, dir, _)) = track {
+            let _ = nat::apply(&self.ct, id, dir, Manip::Dst, ipb);
+            let _ = nat::apply(&self.ct, id, dir, Manip::Src, ipb);
+        }
+        if let Ok(mut p) = ipv4::Packet::new_checked(&mut *ipb) {
+            let mut t = o.packet.ttl;
+            if path == PathKind::Forward {
+                if t <= 1 {
+                    self.stats.dropped += 1;
+                    return self.dropped(
+                        Some(path),
+                        o.deciding_rule,
+                        info,
+                        "TTL expired in transit",
+                    );
+                }
+                t -= 1;
+            }
+            if t != ttl {
+                p.set_ttl(t);
+            }
+        }
+        self.stats.accepted += 1;
+        Decision {
+            fate: Fate::Accept,
+            path: Some(path),
+            deciding_rule: o.deciding_rule,
+            ct: info,
+            frame: Some(out),
+            reason: None,
+        }
+    }
+
+    fn dropped(
+        &self,
+        path: Option<PathKind>,
+        rule: Option<RuleId>,
+        ct: Option<CtInfo>,
+        why: &'static str,
+    ) -> Decision {
+        Decision {
+            fate: Fate::Drop,
+            path,
+            deciding_rule: rule,
+            ct,
+            frame: None,
+            reason: Some(why),
+        }
+    }
+}

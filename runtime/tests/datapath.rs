@@ -1,0 +1,236 @@
+//! The pipeline end to end: a masquerading, port-forwarding router, frame by frame.
+
+use fwc_compiler::interp::Fate;
+use fwc_compiler::loader::MemFiles;
+use fwc_jit::{JitProgram, Options};
+use fwc_runtime::conntrack::{Config, CtInfo, Table, TcpState};
+use fwc_runtime::datapath::{Datapath, Link};
+use fwc_runtime::wire::{ipv4, tcp, udp};
+use std::net::Ipv4Addr;
+use tcp::flags::*;
+
+const ROUTER: &str = "
+interface eth0 address 203.0.113.2;
+interface eth1 address 10.0.0.1;
+table nat {
+    chain prerouting { iif eth0 tcp dport 8080 dnat to 10.0.0.10:80; }
+    chain postrouting { oif eth0 ip saddr 10.0.0.0/24 masquerade; }
+}
+table filter {
+    chain forward policy drop {
+        ct state established,related accept;
+        iif eth1 oif eth0 ip saddr 10.0.0.0/24 accept;
+        iif eth0 oif eth1 ip daddr 10.0.0.10 tcp dport 80 ct state new accept;
+    }
+    chain input policy drop {
+        ct state established,related accept;
+        iif eth1 udp dport 53 accept;
+    }
+}
+";
+
+const WAN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const LAN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const PC: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const WEB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+const SITE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
+const VISITOR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+
+fn datapath() -> Datapath {
+    let c = fwc_compiler::compile_source("router.fw", ROUTER, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    Datapath::new(jit, Table::new(Config::default()), vec![WAN, LAN])
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_ip(
+    src: Ipv4Addr,
+    sp: u16,
+    dst: Ipv4Addr,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+) -> Vec<u8> {
+    let ir = ipv4::Repr {
+        src,
+        dst,
+        protocol: ipv4::PROTO_TCP,
+        ttl: 64,
+        ident: 0,
+        dont_frag: true,
+        payload_len: 20,
+    };
+    let mut b = vec![0u8; ir.total_len()];
+    ir.emit(&mut b).unwrap();
+    tcp::Repr {
+        src_port: sp,
+        dst_port: dp,
+        seq,
+        ack,
+        flags,
+        window: 64000,
+        payload_len: 0,
+    }
+    .emit(&mut b[20..], src, dst)
+    .unwrap();
+    b
+}
+
+/// (src, sport, dst, dport, ttl) of an output frame, checking every checksum.
+fn seen(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
+    let ip = ipv4::Packet::new_checked(frame).unwrap();
+    assert!(ip.verify_checksum(), "IP checksum");
+    let s = tcp::Segment::new_checked(ip.payload()).unwrap();
+    assert!(s.verify_checksum(ip.src(), ip.dst()), "TCP checksum");
+    (ip.src(), s.src_port(), ip.dst(), s.dst_port(), ip.ttl())
+}
+
+#[test]
+fn masquerade_a_connection_out_and_its_replies_back() {
+    let mut dp = datapath();
+    // SYN from the LAN out of eth0: masqueraded to the WAN address, TTL decremented
+    let d = dp.process(
+        0,
+        Link::RawIp,
+        &tcp_ip(PC, 40000, SITE, 443, 1, 0, SYN),
+        Some("eth1"),
+        Some("eth0"),
+    );
+    assert_eq!((d.fate, d.ct), (Fate::Accept, Some(CtInfo::New)));
+    assert_eq!(seen(d.frame.as_ref().unwrap()), (WAN, 40000, SITE, 443, 63));
+    assert_eq!(dp.ct.len(), 1, "confirmed once through");
+    // the SYN/ACK comes back to the WAN address: de-masqueraded and forwarded, not input
+    let d = dp.process(
+        10,
+        Link::RawIp,
+        &tcp_ip(SITE, 443, WAN, 40000, 900, 2, SYN | ACK),
+        Some("eth0"),
+        Some("eth1"),
+    );
+    assert_eq!(
+        (d.fate, d.ct),
+        (Fate::Accept, Some(CtInfo::EstablishedReply))
+    );
+    assert_eq!(d.path, Some(fwc_compiler::interp::PathKind::Forward));
+    assert_eq!(seen(d.frame.as_ref().unwrap()), (SITE, 443, PC, 40000, 63));
+    // the third ACK: established and assured
+    let d = dp.process(
+        20,
+        Link::RawIp,
+        &tcp_ip(PC, 40000, SITE, 443, 2, 901, ACK),
+        Some("eth1"),
+        Some("eth0"),
+    );
+    assert_eq!(d.ct, Some(CtInfo::Established));
+    assert_eq!(seen(d.frame.as_ref().unwrap()).0, WAN);
+    let list = dp.ct.list(20);
+    assert!(list.contains("ESTABLISHED src=10.0.0.2 dst=198.51.100.9 sport=40000 dport=443 src=198.51.100.9 dst=203.0.113.2 sport=443 dport=40000 [ASSURED]"), "{list}");
+    // an unsolicited SYN from outside to that port: no connection, dropped by policy
+    let d = dp.process(
+        30,
+        Link::RawIp,
+        &tcp_ip(VISITOR, 5555, WAN, 40000, 1, 0, SYN),
+        Some("eth0"),
+        Some("eth1"),
+    );
+    assert_eq!(d.fate, Fate::Drop);
+    assert_eq!(dp.ct.len(), 1, "a dropped NEW packet leaves no entry");
+}
+
+#[test]
+fn a_port_forward_is_routed_to_the_server_and_answers_come_from_the_router() {
+    let mut dp = datapath();
+    // to the router's WAN address, port 8080: DNAT to the web server, then *forwarded*
+    let d = dp.process(
+        0,
+        Link::RawIp,
+        &tcp_ip(VISITOR, 5555, WAN, 8080, 1, 0, SYN),
+        Some("eth0"),
+        Some("eth1"),
+    );
+    assert_eq!(d.fate, Fate::Accept, "{d:?}");
+    assert_eq!(d.path, Some(fwc_compiler::interp::PathKind::Forward));
+    assert_eq!(
+        seen(d.frame.as_ref().unwrap()),
+        (VISITOR, 5555, WEB, 80, 63)
+    );
+    let d = dp.process(
+        1,
+        Link::RawIp,
+        &tcp_ip(WEB, 80, VISITOR, 5555, 70, 2, SYN | ACK),
+        Some("eth1"),
+        Some("eth0"),
+    );
+    assert_eq!(d.fate, Fate::Accept);
+    // the server's answer leaves with the router's address and port, as the visitor expects
+    assert_eq!(
+        seen(d.frame.as_ref().unwrap()),
+        (WAN, 8080, VISITOR, 5555, 63)
+    );
+    let e = dp.ct.list(1);
+    assert!(e.contains("SYN_RECV src=192.0.2.77 dst=203.0.113.2 sport=5555 dport=8080 src=10.0.0.10 dst=192.0.2.77 sport=80 dport=5555"), "{e}");
+}
+
+#[test]
+fn local_traffic_malformed_frames_and_ttl() {
+    let mut dp = datapath();
+    // DNS to the router itself from the LAN: the input path, TTL untouched
+    let ir = ipv4::Repr {
+        src: PC,
+        dst: LAN,
+        protocol: ipv4::PROTO_UDP,
+        ttl: 64,
+        ident: 0,
+        dont_frag: false,
+        payload_len: 12,
+    };
+    let mut q = vec![0u8; ir.total_len()];
+    ir.emit(&mut q).unwrap();
+    udp::Repr {
+        src_port: 3333,
+        dst_port: 53,
+        payload_len: 4,
+    }
+    .emit(&mut q[20..], PC, LAN)
+    .unwrap();
+    let d = dp.process(0, Link::RawIp, &q, Some("eth1"), None);
+    assert_eq!(
+        (d.fate, d.path),
+        (Fate::Accept, Some(fwc_compiler::interp::PathKind::Input))
+    );
+    assert_eq!(
+        ipv4::Packet::new_checked(&d.frame.unwrap()[..])
+            .unwrap()
+            .ttl(),
+        64
+    );
+    // a truncated packet is dropped with a reason, never read past its end
+    let syn = tcp_ip(PC, 1, SITE, 2, 1, 0, SYN);
+    for n in [0, 5, 19, 30] {
+        let d = dp.process(1, Link::RawIp, &syn[..n], Some("eth1"), Some("eth0"));
+        assert_eq!(d.fate, Fate::Drop);
+    }
+    // TTL 1 cannot be forwarded
+    let mut dying = tcp_ip(PC, 2, SITE, 443, 1, 0, SYN);
+    let mut p = ipv4::Packet::new_checked(&mut dying[..]).unwrap();
+    p.set_ttl(1);
+    let d = dp.process(2, Link::RawIp, &dying, Some("eth1"), Some("eth0"));
+    assert_eq!(
+        (d.fate, d.reason),
+        (Fate::Drop, Some("TTL expired in transit"))
+    );
+    // an Ethernet frame that is not IPv4 passes untouched
+    let arp = [
+        vec![0xff; 6],
+        vec![2, 0, 0, 0, 0, 1],
+        vec![0x08, 0x06],
+        vec![0; 28],
+    ]
+    .concat();
+    let d = dp.process(3, Link::Ethernet, &arp, Some("eth1"), None);
+    assert_eq!(d.frame.as_deref(), Some(&arp[..]));
+    assert_eq!(dp.stats.not_ip, 1);
+    let _ = TcpState::Established;
+}
