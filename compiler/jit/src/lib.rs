@@ -1465,7 +1465,7 @@ impl JitProgram {
         let mut oif_bits = std::mem::take(&mut self.scratch.1);
         self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
         self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
-        let r = self.run(path, bytes, meta, oracle, hooks, &iif_bits, &oif_bits);
+        let r = self.run(path, bytes, meta, oracle, hooks, (&iif_bits, &oif_bits));
         self.scratch = (iif_bits, oif_bits);
         r
     }
@@ -1477,8 +1477,7 @@ impl JitProgram {
         meta: &Meta,
         oracle: &mut dyn Oracle,
         hooks: &mut dyn Hooks,
-        iif_bits: &[u64],
-        oif_bits: &[u64],
+        (iif_bits, oif_bits): (&[u64], &[u64]),
     ) -> Result<JitOutcome, InterpError> {
         let mut env = Env {
             program: &self.program,
