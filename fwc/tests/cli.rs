@@ -296,3 +296,102 @@ fn build_optimizes_and_emits_clif() {
     );
     assert!(clif.contains("uload8"), "the parser reads bytes");
 }
+
+#[test]
+fn run_replays_a_capture_through_conntrack_and_nat() {
+    use fwc_runtime::pcap;
+    use fwc_runtime::wire::{ipv4, tcp};
+    use std::net::Ipv4Addr;
+    let rules = tmp(
+        "gw.fw",
+        "interface eth0 address 203.0.113.2;
+table nat { chain postrouting { oif eth0 ip saddr 10.0.0.0/24 masquerade; } }
+table filter { chain forward policy drop {
+    ct state established,related accept;
+    ip saddr 10.0.0.0/24 accept;
+} }
+",
+    );
+    let pkt = |src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8| {
+        let ir = ipv4::Repr {
+            src,
+            dst,
+            protocol: 6,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            payload_len: 20,
+        };
+        let mut b = vec![0u8; 40];
+        ir.emit(&mut b).unwrap();
+        tcp::Repr {
+            src_port: sp,
+            dst_port: dp,
+            seq: 1,
+            ack: 0,
+            flags,
+            window: 1000,
+            payload_len: 0,
+        }
+        .emit(&mut b[20..], src, dst)
+        .unwrap();
+        b
+    };
+    let (pc, site, wan) = (
+        Ipv4Addr::new(10, 0, 0, 2),
+        Ipv4Addr::new(198, 51, 100, 9),
+        Ipv4Addr::new(203, 0, 113, 2),
+    );
+    let input = std::env::temp_dir().join(format!("fwc-cli-{}-in.pcap", std::process::id()));
+    let output = std::env::temp_dir().join(format!("fwc-cli-{}-out.pcap", std::process::id()));
+    let mut w =
+        pcap::Writer::new(std::fs::File::create(&input).unwrap(), pcap::LINKTYPE_RAW).unwrap();
+    w.write(1_000_000_000, &pkt(pc, 40000, site, 443, tcp::flags::SYN))
+        .unwrap();
+    w.write(
+        1_010_000_000,
+        &pkt(Ipv4Addr::new(192, 0, 2, 9), 1, pc, 22, tcp::flags::SYN),
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let o = fwc(&[
+        "run",
+        rules.to_str().unwrap(),
+        "--pcap",
+        input.to_str().unwrap(),
+        "--out",
+        output.to_str().unwrap(),
+        "--local",
+        "203.0.113.2",
+        "--oif",
+        "eth0",
+        "--conntrack",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("2 frames: 1 accepted, 1 dropped"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(text(&o.stdout).contains("SYN_SENT src=10.0.0.2 dst=198.51.100.9 sport=40000 dport=443 [UNREPLIED] src=198.51.100.9 dst=203.0.113.2"), "{}", text(&o.stdout));
+    let recs: Vec<pcap::Record> = pcap::Reader::new(std::fs::File::open(&output).unwrap())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(recs.len(), 1);
+    let ip = ipv4::Packet::new_checked(&recs[0].data[..]).unwrap();
+    assert_eq!((ip.src(), ip.dst(), ip.ttl()), (wan, site, 63));
+    assert!(ip.verify_checksum());
+    assert_eq!(recs[0].ts_ns, 1_000_000_000);
+    // a file that is not a capture is a usage error
+    let o = fwc(&[
+        "run",
+        rules.to_str().unwrap(),
+        "--pcap",
+        rules.to_str().unwrap(),
+        "--out",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("not a pcap file"));
+}
