@@ -105,6 +105,9 @@ enum Cmd {
         /// Print the connection table at the end, as `conntrack -L` does
         #[arg(long)]
         conntrack: bool,
+        /// Print the virtual services at the end, as `ipvsadm -L -n` does
+        #[arg(long)]
+        ipvs: bool,
     },
     /// Show the verdict for one packet and every rule it hits
     Explain {
@@ -251,7 +254,16 @@ fn real_main() -> ExitCode {
             iif,
             oif,
             conntrack,
-        } => cmd_run(&out, &rules, &pcap, &dest, local, iif, oif, conntrack),
+            ipvs,
+        } => cmd_run(
+            &out,
+            &rules,
+            &pcap,
+            &dest,
+            local,
+            (iif, oif),
+            (conntrack, ipvs),
+        ),
     }
 }
 
@@ -699,16 +711,14 @@ fn load_program(out: &Out, file: &Path) -> Result<Program, ExitCode> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn cmd_run(
     out: &Out,
     rules: &Path,
     pcap_in: &Path,
     dest: &Path,
     local: Vec<std::net::Ipv4Addr>,
-    iif: Option<String>,
-    oif: Option<String>,
-    list_conntrack: bool,
+    (iif, oif): (Option<String>, Option<String>),
+    (list_conntrack, list_ipvs): (bool, bool),
 ) -> ExitCode {
     use fwc_runtime::datapath::{Datapath, Link};
     use fwc_runtime::pcap;
@@ -789,6 +799,9 @@ fn cmd_run(
             "{} frames: {} accepted, {} dropped, {} rejected, {} queued ({} malformed, {} not IPv4); {} connections tracked",
             s.frames, s.accepted, s.dropped, s.rejected, s.queued, s.malformed, s.not_ip, dp.ct.len()
         );
+    }
+    if list_ipvs {
+        print!("{}", fwc_runtime::ipvs::list(&dp.services, 4096));
     }
     if list_conntrack {
         print!("{}", dp.ct.list(last_ms));

@@ -8,6 +8,7 @@
 //! does). Frames that are not IPv4 pass untouched.
 
 use crate::conntrack::{CtInfo, Dir, EntryId, Table, Tuple};
+use crate::ipvs;
 use crate::nat::{self, Manip, Range};
 use crate::wire::{ethernet, ipv4};
 use fwc_compiler::interp::{Fate, FreshOracle, InterpError, Meta, Packet, PathKind};
@@ -49,6 +50,8 @@ pub struct DatapathStats {
 pub struct Datapath {
     jit: JitProgram,
     pub ct: Table,
+    /// the program's virtual services (IPVS), NAT forwarding
+    pub services: Vec<ipvs::Service>,
     locals: Vec<Ipv4Addr>,
     rng: u64,
     pub stats: DatapathStats,
@@ -202,10 +205,46 @@ impl Hooks for PacketHooks<'_> {
 }
 
 impl Datapath {
-    pub fn new(jit: JitProgram, ct: Table, locals: Vec<Ipv4Addr>) -> Datapath {
+    /// A datapath for the compiled program; its `service` blocks become IPVS services, and
+    /// their virtual addresses count as this host's.
+    pub fn new(jit: JitProgram, ct: Table, mut locals: Vec<Ipv4Addr>) -> Datapath {
+        let services: Vec<ipvs::Service> = jit
+            .program()
+            .services
+            .iter()
+            .filter_map(|s| {
+                let dests = s
+                    .reals
+                    .iter()
+                    .map(|r| ipvs::Dest {
+                        forward: match r.forward {
+                            fwc_compiler::ir::Forwarding::Nat => ipvs::Forward::Nat,
+                            fwc_compiler::ir::Forwarding::Dr => ipvs::Forward::Dr,
+                            fwc_compiler::ir::Forwarding::Tunnel => ipvs::Forward::Tunnel,
+                        },
+                        ..ipvs::Dest::new(Ipv4Addr::from(r.addr), r.port, r.weight)
+                    })
+                    .collect();
+                let mut svc = ipvs::Service::new(
+                    s.proto,
+                    Ipv4Addr::from(s.vip),
+                    s.port,
+                    &s.scheduler,
+                    dests,
+                )?;
+                svc.persistent = s.persistent;
+                Some(svc)
+            })
+            .collect();
+        for s in &services {
+            if !locals.contains(&s.vip) {
+                locals.push(s.vip);
+            }
+        }
         Datapath {
             jit,
             ct,
+            services,
             locals,
             rng: 0x2545_f491_4f6c_dd1d,
             stats: DatapathStats::default(),
@@ -319,6 +358,47 @@ impl Datapath {
                     frame: None,
                     reason: None,
                 };
+            }
+        }
+        // IPVS, after input filtering: a new connection to a virtual service is scheduled to a
+        // real server and, for NAT forwarding, becomes a destination NAT of its conntrack
+        // entry, so that later packets and the replies are translated like any NAT
+        let mut path = path;
+        if let (Some(id), PathKind::Input) = (new_entry, path) {
+            let t = self.ct.get(id).map(|e| e.tuple[0]);
+            if let Some(t) = t {
+                if let Some(svc) = self
+                    .services
+                    .iter_mut()
+                    .find(|s| s.proto == t.proto && s.vip == t.dst && s.port == t.dport)
+                {
+                    let Some(k) = svc.schedule(t.src, t.sport) else {
+                        self.ct.discard(id);
+                        self.stats.dropped += 1;
+                        return self.dropped(
+                            Some(path),
+                            o.deciding_rule,
+                            info,
+                            "no real server available",
+                        );
+                    };
+                    let d = &svc.dests[k];
+                    if d.forward != ipvs::Forward::Nat {
+                        self.ct.discard(id);
+                        self.stats.dropped += 1;
+                        return self.dropped(
+                            Some(path),
+                            o.deciding_rule,
+                            info,
+                            "IPVS direct routing and tunnelling are not supported yet",
+                        );
+                    }
+                    let mut after = t;
+                    after.dst = d.addr;
+                    after.dport = d.port;
+                    self.ct.set_nat(id, after, Manip::Dst);
+                    path = PathKind::Forward;
+                }
             }
         }
         if let Some(id) = new_entry {

@@ -234,3 +234,73 @@ fn local_traffic_malformed_frames_and_ttl() {
     assert_eq!(dp.stats.not_ip, 1);
     let _ = TcpState::Established;
 }
+
+const LB: &str = "
+table filter {
+    chain input policy drop { tcp dport 80 ip daddr 198.51.100.10 accept; }
+    chain forward policy drop { ct state established,related accept; }
+}
+service web {
+    virtual tcp 198.51.100.10:80;
+    scheduler rr;
+    real 10.0.1.1:8080 weight 1 nat;
+    real 10.0.1.2:8080 weight 1 nat;
+    real 10.0.1.3:8080 weight 1 nat;
+}
+";
+
+#[test]
+fn an_ipvs_service_spreads_connections_and_keeps_each_on_its_server() {
+    let c = fwc_compiler::compile_source("lb.fw", LB, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let vip = Ipv4Addr::new(198, 51, 100, 10);
+    let mut chosen = Vec::new();
+    for k in 0..6u8 {
+        let client = Ipv4Addr::new(192, 0, 2, 100 + k);
+        let d = dp.process(
+            u64::from(k),
+            Link::RawIp,
+            &tcp_ip(client, 40000, vip, 80, 1, 0, SYN),
+            Some("eth0"),
+            Some("eth1"),
+        );
+        assert_eq!(d.fate, Fate::Accept, "{d:?}");
+        let (_, _, real, port, _) = seen(d.frame.as_ref().unwrap());
+        assert_eq!(port, 8080);
+        chosen.push(real);
+        // the server answers the client: the source becomes the virtual address again
+        let r = dp.process(
+            10 + u64::from(k),
+            Link::RawIp,
+            &tcp_ip(real, 8080, client, 40000, 5, 2, SYN | ACK),
+            Some("eth1"),
+            Some("eth0"),
+        );
+        assert_eq!(r.fate, Fate::Accept, "{r:?}");
+        assert_eq!(
+            seen(r.frame.as_ref().unwrap()),
+            (vip, 80, client, 40000, 63)
+        );
+        // the client's next segment sticks to the same server
+        let n = dp.process(
+            20 + u64::from(k),
+            Link::RawIp,
+            &tcp_ip(client, 40000, vip, 80, 2, 6, ACK),
+            Some("eth0"),
+            Some("eth1"),
+        );
+        assert_eq!(n.fate, Fate::Accept, "{n:?}");
+        assert_eq!(seen(n.frame.as_ref().unwrap()).2, real);
+    }
+    // round robin over the three real servers
+    let reals: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(10, 0, 1, i)).collect();
+    assert_eq!(chosen, [reals.clone(), reals].concat());
+    let l = fwc_runtime::ipvs::list(&dp.services, 4096);
+    assert!(l.contains("TCP  198.51.100.10:80 rr"), "{l}");
+    assert!(
+        l.contains("  -> 10.0.1.1:8080                Masq    1      0          2         "),
+        "{l}"
+    );
+}
