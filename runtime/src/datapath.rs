@@ -63,6 +63,8 @@ struct PacketHooks<'a> {
     now: u64,
     ip: &'a [u8],
     track: Option<(EntryId, Dir, CtInfo)>,
+    /// what conntrack said, with or without an entry (INVALID has none)
+    info: Option<CtInfo>,
     rng: &'a mut u64,
     locals: &'a [Ipv4Addr],
 }
@@ -83,6 +85,7 @@ impl Hooks for PacketHooks<'_> {
             return state;
         }
         let t = self.ct.track(self.now, self.ip);
+        self.info = Some(t.info);
         let dir = match t.info {
             CtInfo::EstablishedReply | CtInfo::RelatedReply => Dir::Reply,
             _ => Dir::Original,
@@ -317,6 +320,7 @@ impl Datapath {
             now,
             ip: ip_bytes,
             track: None,
+            info: None,
             rng: &mut self.rng,
             locals: &self.locals,
         };
@@ -327,7 +331,7 @@ impl Datapath {
         let new_entry = track
             .filter(|(_, _, i)| *i == CtInfo::New)
             .map(|(id, _, _)| id);
-        let info = track.map(|t| t.2);
+        let info = hooks.info;
         let o = match outcome {
             Ok(o) => o,
             Err(_) => {

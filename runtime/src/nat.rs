@@ -240,7 +240,10 @@ pub fn rewrite(bytes: &mut [u8], manip: Manip, addr: Ipv4Addr, port: u16) -> Res
 }
 
 /// Translates a tracked packet at a hook: looks up what its connection's NAT asks for this
-/// direction and half, and rewrites it. Returns whether the packet changed.
+/// direction and half, and rewrites it. An ICMP error RELATED to the connection has the
+/// datagram it quotes translated too (that datagram travelled the other way, so it gets the
+/// other half), and its checksum recomputed, as `nf_nat_icmp_reply_translation` does.
+/// Returns whether the packet changed.
 pub fn apply(
     table: &Table,
     id: crate::conntrack::EntryId,
@@ -251,13 +254,60 @@ pub fn apply(
     let Some(e) = table.get(id) else {
         return Ok(false);
     };
-    match target(e, dir, manip) {
-        Some((addr, port)) => {
-            rewrite(bytes, manip, addr, port)?;
-            Ok(true)
-        }
-        None => Ok(false),
+    let Some((addr, port)) = target(e, dir, manip) else {
+        return Ok(false);
+    };
+    let is_error = {
+        let ip = ipv4::Packet::new_checked(&*bytes)?;
+        ip.protocol() == ipv4::PROTO_ICMP
+            && ip.frag_offset() == 0
+            && icmp::Message::new_checked(ip.payload()).is_ok_and(|m| icmp::is_error(m.msg_type()))
+    };
+    if !is_error {
+        rewrite(bytes, manip, addr, port)?;
+        return Ok(true);
     }
+    // the outer header: addresses only
+    let mut ip = ipv4::Packet::new_checked(&mut *bytes)?;
+    match manip {
+        Manip::Src => ip.set_src(addr),
+        Manip::Dst => ip.set_dst(addr),
+    }
+    // the quoted datagram went the other way: it gets the other half, address and port
+    let other_dir = match dir {
+        Dir::Original => Dir::Reply,
+        Dir::Reply => Dir::Original,
+    };
+    let other = match manip {
+        Manip::Src => Manip::Dst,
+        Manip::Dst => Manip::Src,
+    };
+    let msg = ip.payload_mut();
+    if target(e, other_dir, other).is_some() {
+        // it left translated; the host it goes back to knows it untranslated
+        let before = e.tuple[other_dir as usize];
+        let (qa, qp) = match other {
+            Manip::Src => (before.src, before.sport),
+            Manip::Dst => (before.dst, before.dport),
+        };
+        if msg.len() > icmp::HEADER_LEN {
+            let quoted = &mut msg[icmp::HEADER_LEN..];
+            let mut q = ipv4::Packet::new_header_checked(&mut *quoted)?;
+            match other {
+                Manip::Src => q.set_src(qa),
+                Manip::Dst => q.set_dst(qa),
+            }
+            let (hl, proto) = (q.header_len(), q.protocol());
+            // the first 8 bytes of the quoted transport header hold its ports (a quote's
+            // transport checksum is not maintained, as in the kernel)
+            if matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP) && quoted.len() >= hl + 4 {
+                let at = hl + if other == Manip::Src { 0 } else { 2 };
+                quoted[at..at + 2].copy_from_slice(&qp.to_be_bytes());
+            }
+        }
+    }
+    icmp::Message::new_checked(msg)?.fill_checksum();
+    Ok(true)
 }
 
 #[cfg(test)]
