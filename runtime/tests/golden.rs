@@ -46,6 +46,7 @@ fn ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
     b
 }
 
+#[allow(clippy::too_many_arguments)]
 fn t(
     src: Ipv4Addr,
     sp: u16,
