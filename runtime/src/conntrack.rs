@@ -17,10 +17,8 @@
 
 use crate::wire::{icmp, ipv4, tcp, udp};
 use std::cmp::Reverse;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BinaryHeap;
 use std::fmt::{self, Write as _};
-use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 
 /// A connection's identity in one direction. For ICMP, `sport` is the echo id and `dport`
@@ -213,6 +211,13 @@ impl Default for Config {
     }
 }
 
+/// A 64-bit mixer (splitmix64's finaliser).
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
 /// One direction's TCP window state (after Guido van Rooij).
 #[derive(Debug, Clone, Copy, Default)]
 struct Window {
@@ -248,9 +253,14 @@ pub struct Entry {
     /// ms
     pub expires: u64,
     pub created: u64,
+    /// the deadline of this entry's live timer in the heap (`u64::MAX`: none)
+    timer: u64,
     pub mark: u32,
-    gen: u32,
+    /// hash chain links of the two tuples: `index << 1 | direction`, or `NIL`
+    next: [u32; 2],
 }
+
+const NIL: u32 = u32::MAX;
 
 impl Entry {
     pub fn assured(&self) -> bool {
@@ -303,11 +313,13 @@ pub struct Table {
     cfg: Config,
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
-    /// chains of (tuple, entry, direction) for confirmed entries
-    buckets: Vec<Vec<(Tuple, u32, Dir)>>,
+    /// heads of the hash chains of confirmed entries' tuples (links `index << 1 | dir`)
+    buckets: Vec<u32>,
     count: usize,
-    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
-    next_gen: u32,
+    /// (deadline, entry): one live timer per entry, at `Entry::timer`
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// random keys of the bucket hash (so that chains cannot be predicted from outside)
+    key: (u64, u64),
     pub stats: Stats,
 }
 
@@ -580,10 +592,14 @@ impl Table {
             cfg,
             entries: Vec::new(),
             free: Vec::new(),
-            buckets: vec![Vec::new(); buckets],
+            buckets: vec![NIL; buckets],
             count: 0,
             timers: BinaryHeap::new(),
-            next_gen: 1,
+            key: {
+                use std::hash::BuildHasher;
+                let r = std::collections::hash_map::RandomState::new();
+                (r.hash_one(1u8), r.hash_one(2u8))
+            },
             stats: Stats::default(),
         }
     }
@@ -602,16 +618,52 @@ impl Table {
     }
 
     fn bucket(&self, t: &Tuple) -> usize {
-        let mut h = DefaultHasher::new();
-        t.hash(&mut h);
-        (h.finish() % self.buckets.len() as u64) as usize
+        let a = u64::from(u32::from(t.src)) << 32 | u64::from(u32::from(t.dst));
+        let b = u64::from(t.sport) << 32 | u64::from(t.dport) << 8 | u64::from(t.proto);
+        let h = mix(a ^ self.key.0).wrapping_add(mix(b ^ self.key.1));
+        (h % self.buckets.len() as u64) as usize
     }
 
     fn find(&self, t: &Tuple) -> Option<(u32, Dir)> {
-        self.buckets[self.bucket(t)]
-            .iter()
-            .find(|(x, _, _)| x == t)
-            .map(|(_, i, d)| (*i, *d))
+        let mut link = self.buckets[self.bucket(t)];
+        while link != NIL {
+            let (i, d) = (link >> 1, (link & 1) as usize);
+            let e = self.entries[i as usize].as_ref()?;
+            if e.tuple[d] == *t {
+                return Some((i, if d == 0 { Dir::Original } else { Dir::Reply }));
+            }
+            link = e.next[d];
+        }
+        None
+    }
+
+    /// Unlinks entry `idx`'s tuple of direction `d` from its chain.
+    fn unlink(&mut self, idx: u32, d: usize) {
+        let Some(t) = self.entries[idx as usize].as_ref().map(|e| e.tuple[d]) else {
+            return;
+        };
+        let b = self.bucket(&t);
+        let me = idx << 1 | d as u32;
+        let after = self.entries[idx as usize]
+            .as_ref()
+            .map(|e| e.next[d])
+            .unwrap_or(NIL);
+        if self.buckets[b] == me {
+            self.buckets[b] = after;
+            return;
+        }
+        let mut link = self.buckets[b];
+        while link != NIL {
+            let (i, dd) = ((link >> 1) as usize, (link & 1) as usize);
+            let Some(e) = self.entries[i].as_mut() else {
+                return;
+            };
+            if e.next[dd] == me {
+                e.next[dd] = after;
+                return;
+            }
+            link = e.next[dd];
+        }
     }
 
     pub fn get(&self, id: EntryId) -> Option<&Entry> {
@@ -647,33 +699,44 @@ impl Table {
         self.entries.get_mut(id.0 as usize).and_then(|e| e.as_mut())
     }
 
-    /// Removes entries whose deadline has passed (amortised: only heap heads are looked at).
+    /// Removes entries whose deadline has passed. Each entry has one live timer in a heap,
+    /// at its earliest deadline; a refreshed entry is simply re-armed when its timer comes
+    /// up, so a packet costs no heap operation unless it shortens the deadline.
     pub fn expire(&mut self, now: u64) {
-        while let Some(Reverse((when, idx, gen))) = self.timers.peek().copied() {
+        while let Some(Reverse((when, idx))) = self.timers.peek().copied() {
             if when > now {
                 break;
             }
             self.timers.pop();
-            let live = matches!(&self.entries[idx as usize], Some(e) if e.gen == gen && e.expires == when && e.confirmed());
-            if live {
+            let (expires, live) = match &self.entries[idx as usize] {
+                Some(e) if e.timer == when && e.confirmed() => (e.expires, true),
+                _ => (0, false), // a stale timer (entry gone, or re-armed earlier)
+            };
+            if !live {
+                continue;
+            }
+            if expires <= now {
                 self.remove(idx);
                 self.stats.expired += 1;
+            } else if let Some(e) = self.entries[idx as usize].as_mut() {
+                e.timer = expires;
+                self.timers.push(Reverse((expires, idx)));
             }
         }
     }
 
     fn remove(&mut self, idx: u32) {
-        let Some(e) = self.entries[idx as usize].take() else {
-            return;
-        };
-        if e.confirmed() {
-            for t in &e.tuple {
-                let b = self.bucket(t);
-                self.buckets[b].retain(|(x, i, _)| !(x == t && *i == idx));
-            }
+        let confirmed = self.entries[idx as usize]
+            .as_ref()
+            .is_some_and(Entry::confirmed);
+        if confirmed {
+            self.unlink(idx, 0);
+            self.unlink(idx, 1);
             self.count -= 1;
         }
-        self.free.push(idx);
+        if self.entries[idx as usize].take().is_some() {
+            self.free.push(idx);
+        }
     }
 
     fn set_timeout(&mut self, idx: u32, now: u64, secs: u64) {
@@ -681,8 +744,10 @@ impl Table {
             return;
         };
         e.expires = now + secs * 1000;
-        if e.confirmed() {
-            self.timers.push(Reverse((e.expires, idx, e.gen)));
+        // only an earlier deadline needs a new timer; a later one re-arms when it fires
+        if e.confirmed() && e.expires < e.timer {
+            e.timer = e.expires;
+            self.timers.push(Reverse((e.expires, idx)));
         }
     }
 
@@ -690,7 +755,7 @@ impl Table {
     pub fn flush(&mut self) {
         self.entries.clear();
         self.free.clear();
-        self.buckets.iter_mut().for_each(Vec::clear);
+        self.buckets.iter_mut().for_each(|b| *b = NIL);
         self.timers.clear();
         self.count = 0;
     }
@@ -828,8 +893,9 @@ impl Table {
             picked_up: tcp_state == TcpState::Established,
             expires: 0,
             created: now,
+            timer: u64::MAX,
             mark: 0,
-            gen: 0,
+            next: [NIL; 2],
         });
         let secs = self.initial_timeout(t.proto, tcp_state);
         self.set_timeout(idx, now, secs);
@@ -852,9 +918,7 @@ impl Table {
         }
     }
 
-    fn alloc(&mut self, mut e: Entry) -> u32 {
-        e.gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1);
+    fn alloc(&mut self, e: Entry) -> u32 {
         match self.free.pop() {
             Some(i) => {
                 self.entries[i as usize] = Some(e);
@@ -889,16 +953,20 @@ impl Table {
             return false;
         }
         let idx = id.0;
-        for (d, t) in tuples.iter().enumerate() {
-            let b = self.bucket(t);
-            let dir = if d == 0 { Dir::Original } else { Dir::Reply };
-            self.buckets[b].push((*t, idx, dir));
+        let bs: Vec<usize> = tuples.iter().map(|t| self.bucket(t)).collect();
+        for (d, b) in bs.iter().enumerate() {
+            let old = self.buckets[*b];
+            if let Some(e) = self.entries[idx as usize].as_mut() {
+                e.next[d] = old;
+            }
+            self.buckets[*b] = idx << 1 | d as u32;
         }
         self.count += 1;
         if let Some(e) = self.entries[idx as usize].as_mut() {
             e.status |= STATUS_CONFIRMED;
-            let (when, gen) = (e.expires, e.gen);
-            self.timers.push(Reverse((when, idx, gen)));
+            e.timer = e.expires;
+            let when = e.expires;
+            self.timers.push(Reverse((when, idx)));
         }
         let _ = now;
         true
@@ -919,11 +987,19 @@ impl Table {
         let n = self.buckets.len();
         for k in 0..8.min(n) {
             let b = (start + k) % n;
-            let victim = self.buckets[b].iter().map(|(_, i, _)| *i).find(|i| {
-                self.entries[*i as usize]
-                    .as_ref()
-                    .is_some_and(|e| !e.assured())
-            });
+            let mut victim = None;
+            let mut link = self.buckets[b];
+            while link != NIL {
+                let (i, d) = (link >> 1, (link & 1) as usize);
+                let Some(e) = self.entries[i as usize].as_ref() else {
+                    break;
+                };
+                if !e.assured() {
+                    victim = Some(i);
+                    break;
+                }
+                link = e.next[d];
+            }
             if let Some(v) = victim {
                 self.remove(v);
                 self.stats.early_drop += 1;
@@ -1112,15 +1188,16 @@ impl Table {
 
     /// The entries in `conntrack -L` format, one per line, most recent first.
     pub fn list(&self, now: u64) -> String {
-        let mut live: Vec<&Entry> = self
+        let mut live: Vec<(usize, &Entry)> = self
             .entries
             .iter()
-            .flatten()
-            .filter(|e| e.confirmed())
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+            .filter(|(_, e)| e.confirmed())
             .collect();
-        live.sort_by_key(|e| Reverse((e.created, e.gen)));
+        live.sort_by_key(|(i, e)| Reverse((e.created, *i)));
         let mut out = String::new();
-        for e in live {
+        for (_, e) in live {
             let _ = writeln!(out, "{}", ListLine { e, now });
         }
         out
