@@ -88,11 +88,25 @@ enum Cmd {
         /// A `.fw` program or a `fwc build` artefact
         rules: PathBuf,
         /// Replay a capture (Ethernet or raw IP), offline and deterministic
+        #[arg(
+            long,
+            conflicts_with = "nfqueue",
+            required_unless_present = "nfqueue",
+            requires = "out"
+        )]
+        pcap: Option<PathBuf>,
+        /// Where accepted packets go, rewritten, in order (with --pcap)
         #[arg(long)]
-        pcap: PathBuf,
-        /// Where accepted packets go, rewritten, in order
+        out: Option<PathBuf>,
+        /// Serve these NFQUEUE queue numbers (iptables ... -j NFQUEUE --queue-num N)
+        #[arg(long, value_delimiter = ',')]
+        nfqueue: Vec<u16>,
+        /// With --nfqueue: let the kernel accept packets when the queue is full
         #[arg(long)]
-        out: PathBuf,
+        fail_open: bool,
+        /// With --nfqueue: stop after this many seconds (default: until SIGINT or SIGTERM)
+        #[arg(long)]
+        duration: Option<u64>,
         /// This host's addresses: packets to them take the input path, the rest forward
         #[arg(long, value_delimiter = ',')]
         local: Vec<std::net::Ipv4Addr>,
@@ -250,20 +264,33 @@ fn real_main() -> ExitCode {
             rules,
             pcap,
             out: dest,
+            nfqueue,
+            fail_open,
+            duration,
             local,
             iif,
             oif,
             conntrack,
             ipvs,
-        } => cmd_run(
-            &out,
-            &rules,
-            &pcap,
-            &dest,
-            local,
-            (iif, oif),
-            (conntrack, ipvs),
-        ),
+        } => match (pcap, dest) {
+            (Some(pcap), Some(dest)) => cmd_run(
+                &out,
+                &rules,
+                &pcap,
+                &dest,
+                local,
+                (iif, oif),
+                (conntrack, ipvs),
+            ),
+            _ => cmd_run_nfqueue(
+                &out,
+                &rules,
+                &nfqueue,
+                (fail_open, duration),
+                local,
+                (conntrack, ipvs),
+            ),
+        },
     }
 }
 
@@ -711,6 +738,15 @@ fn load_program(out: &Out, file: &Path) -> Result<Program, ExitCode> {
     }
 }
 
+/// Loads RULES (source or artefact) and compiles it with the JIT.
+fn load_jit(out: &Out, rules: &Path) -> Result<fwc_jit::JitProgram, ExitCode> {
+    let program = load_program(out, rules)?;
+    fwc_jit::JitProgram::compile(&program, fwc_jit::Options::default()).map_err(|e| {
+        out.error(&e.to_string());
+        ExitCode::from(1)
+    })
+}
+
 fn cmd_run(
     out: &Out,
     rules: &Path,
@@ -722,16 +758,9 @@ fn cmd_run(
 ) -> ExitCode {
     use fwc_runtime::datapath::{Datapath, Link};
     use fwc_runtime::pcap;
-    let program = match load_program(out, rules) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let jit = match fwc_jit::JitProgram::compile(&program, fwc_jit::Options::default()) {
+    let jit = match load_jit(out, rules) {
         Ok(j) => j,
-        Err(e) => {
-            out.error(&e.to_string());
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let reader = match std::fs::File::open(pcap_in)
         .map_err(pcap::PcapError::from)
@@ -809,6 +838,77 @@ fn cmd_run(
             "conntrack v1.4.7 (conntrack-tools): {} flow entries have been shown.",
             dp.ct.len()
         );
+    }
+    ExitCode::SUCCESS
+}
+
+fn cmd_run_nfqueue(
+    out: &Out,
+    rules: &Path,
+    queues: &[u16],
+    (fail_open, duration): (bool, Option<u64>),
+    mut local: Vec<std::net::Ipv4Addr>,
+    (list_conntrack, list_ipvs): (bool, bool),
+) -> ExitCode {
+    use fwc_runtime::live;
+    let jit = match load_jit(out, rules) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    if local.is_empty() {
+        local = match live::local_addresses() {
+            Ok(l) => l,
+            Err(e) => {
+                out.error(&format!("cannot list this host's addresses: {e}"));
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let routes = live::Routes::from_proc().unwrap_or_default();
+    let mut dp = fwc_runtime::datapath::Datapath::new(
+        jit,
+        fwc_runtime::conntrack::Table::new(Default::default()),
+        local,
+    );
+    live::stop_on_signals();
+    if let Some(secs) = duration {
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            live::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    if out.format == Format::Human {
+        eprintln!(
+            "serving NFQUEUE {:?}{}",
+            queues,
+            if fail_open { " (fail-open)" } else { "" }
+        );
+    }
+    match live::run_nfqueue(&mut dp, queues, fail_open, &routes, &live::STOP) {
+        Ok(s) => {
+            if out.format == Format::Human {
+                eprintln!(
+                    "{} packets: {} accepted ({} rewritten), {} dropped; {} connections tracked",
+                    s.packets,
+                    s.accepted,
+                    s.modified,
+                    s.dropped,
+                    dp.ct.len()
+                );
+            }
+        }
+        Err(e) => {
+            out.error(&format!(
+                "NFQUEUE: {e} (is fwc running as root, with nfnetlink_queue available?)"
+            ));
+            return ExitCode::from(1);
+        }
+    }
+    if list_ipvs {
+        print!("{}", fwc_runtime::ipvs::list(&dp.services, 4096));
+    }
+    if list_conntrack {
+        print!("{}", dp.ct.list(0));
     }
     ExitCode::SUCCESS
 }

@@ -13,6 +13,7 @@
 pub mod conntrack;
 pub mod datapath;
 pub mod ipvs;
+pub mod live;
 pub mod nat;
 pub mod pcap;
 pub mod wire;

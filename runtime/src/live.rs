@@ -1,0 +1,214 @@
+//! Live packet sources and the host facts they need: NFQUEUE (through the `nfq` crate's
+//! netlink socket), the kernel's IPv4 routes (`/proc/net/route`), this host's addresses and
+//! interface names (libc FFI).
+
+use crate::datapath::{Datapath, Link};
+use fwc_compiler::interp::Fate;
+use std::ffi::CStr;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The kernel's IPv4 routing table, for the output interface of queued packets.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    /// (destination, mask, interface), longest mask first
+    routes: Vec<(u32, u32, String)>,
+}
+
+impl Routes {
+    /// Parses `/proc/net/route` (addresses in host byte order of a little-endian dump).
+    pub fn parse(text: &str) -> Routes {
+        let mut routes: Vec<(u32, u32, String)> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+                let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+                // the file prints the network-order bytes read as a little-endian integer
+                let ne = |v: u32| u32::from_be_bytes(v.to_le_bytes());
+                Some((ne(dest), ne(mask), f.first()?.to_string()))
+            })
+            .collect();
+        routes.sort_by_key(|(_, m, _)| std::cmp::Reverse(m.count_ones()));
+        Routes { routes }
+    }
+
+    pub fn from_proc() -> io::Result<Routes> {
+        Ok(Routes::parse(&std::fs::read_to_string("/proc/net/route")?))
+    }
+
+    /// The interface a packet to `a` leaves by (longest prefix match).
+    pub fn lookup(&self, a: Ipv4Addr) -> Option<&str> {
+        let a = u32::from(a);
+        self.routes
+            .iter()
+            .find(|(d, m, _)| a & m == *d)
+            .map(|(_, _, i)| i.as_str())
+    }
+}
+
+/// The name of an interface index (`if_indextoname`).
+pub fn ifname(index: u32) -> Option<String> {
+    if index == 0 {
+        return None;
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires; on success it holds a
+    // NUL-terminated name, on failure the call returns NULL and `buf` is not read.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname succeeded, so `buf` holds a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// This host's IPv4 addresses (`getifaddrs`).
+pub fn local_addresses() -> io::Result<Vec<Ipv4Addr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head to `head` on success; the list is freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: `ifa_addr` is non-null and points to a sockaddr of the family it names.
+            let fam = unsafe { (*ifa.ifa_addr).sa_family };
+            if i32::from(fam) == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once, after its last use.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// Set by SIGINT and SIGTERM once [`stop_on_signals`] installed the handler.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM set [`STOP`] (so that a live run ends cleanly: queues unbound,
+/// statistics printed).
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is an `extern "C"` function that only stores to an atomic,
+        // which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NfqStats {
+    pub packets: u64,
+    pub accepted: u64,
+    pub dropped: u64,
+    pub modified: u64,
+}
+
+/// Serves NFQUEUE queues until `stop` is set: each queued IPv4 packet goes through the
+/// datapath and gets its verdict (with the rewritten payload when NAT changed it). One
+/// worker serves every queue given. With `fail_open` the kernel accepts packets when the
+/// queue is full instead of dropping them.
+pub fn run_nfqueue(
+    dp: &mut Datapath,
+    queues: &[u16],
+    fail_open: bool,
+    routes: &Routes,
+    stop: &AtomicBool,
+) -> io::Result<NfqStats> {
+    let mut q = nfq::Queue::open()?;
+    for &n in queues {
+        q.bind(n)?;
+        q.set_fail_open(n, fail_open)?;
+        q.set_copy_range(n, u16::MAX)?;
+    }
+    q.set_nonblocking(true);
+    let start = Instant::now();
+    let mut stats = NfqStats::default();
+    while !stop.load(Ordering::Relaxed) {
+        let mut msg = match q.recv() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        stats.packets += 1;
+        let payload = msg.get_payload().to_vec();
+        let iif = ifname(msg.get_indev());
+        let oif = ifname(msg.get_outdev()).or_else(|| {
+            ipv4_dst(&payload)
+                .and_then(|d| routes.lookup(d))
+                .map(str::to_string)
+        });
+        let now = start.elapsed().as_millis() as u64;
+        let d = dp.process(now, Link::RawIp, &payload, iif.as_deref(), oif.as_deref());
+        let verdict = match (d.fate, d.frame) {
+            (Fate::Accept, Some(frame)) => {
+                if frame != payload {
+                    msg.set_payload(frame);
+                    stats.modified += 1;
+                }
+                stats.accepted += 1;
+                nfq::Verdict::Accept
+            }
+            (Fate::Queue { num, .. }, _) => nfq::Verdict::Queue(num),
+            _ => {
+                stats.dropped += 1;
+                nfq::Verdict::Drop
+            }
+        };
+        msg.set_verdict(verdict);
+        q.verdict(msg)?;
+    }
+    for &n in queues {
+        let _ = q.unbind(n);
+    }
+    Ok(stats)
+}
+
+fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
+    (p.len() >= 20).then(|| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_from_proc_format() {
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth1\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+eth2\t0064A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let r = Routes::parse(text);
+        assert_eq!(r.lookup(Ipv4Addr::new(10, 0, 0, 7)), Some("eth1"));
+        assert_eq!(r.lookup(Ipv4Addr::new(192, 168, 100, 3)), Some("eth2"));
+        assert_eq!(r.lookup(Ipv4Addr::new(8, 8, 8, 8)), Some("eth0"));
+    }
+
+    #[test]
+    fn this_host_has_a_loopback_address_and_interface_one_is_named() {
+        assert!(local_addresses().unwrap().contains(&Ipv4Addr::LOCALHOST));
+        assert!(ifname(1).is_some(), "interface 1 (lo) has a name");
+        assert_eq!(ifname(0), None);
+    }
+}
