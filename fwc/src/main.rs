@@ -870,6 +870,8 @@ fn cmd_run_nfqueue(
         fwc_runtime::conntrack::Table::new(Default::default()),
         local,
     );
+    // the kernel routes queued packets and decrements their TTL itself
+    dp.forwards = false;
     live::stop_on_signals();
     if let Some(secs) = duration {
         std::thread::spawn(move || {

@@ -235,6 +235,14 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
             String::from_utf8_lossy(&ping.stdout)
         ));
     }
+    // one router between them: the reply's TTL is lowered once, by the kernel, not again by
+    // fwc (which only gives verdicts)
+    let ping_out = String::from_utf8_lossy(&ping.stdout);
+    if !ping_out.contains("ttl=63") {
+        return Err(format!(
+            "the echo reply should arrive with ttl=63: {ping_out}\n{log}"
+        ));
+    }
     if !out.0.contains("src=192.0.2.2 dst=198.51.100.2") || !out.0.contains("dport=80") {
         return Err(format!(
             "the conntrack listing should show the flows\n{log}"

@@ -55,6 +55,11 @@ pub struct Datapath {
     locals: Vec<Ipv4Addr>,
     rng: u64,
     pub stats: DatapathStats,
+    /// Whether this datapath forwards packets itself: a forwarded packet has its TTL
+    /// decremented, and one that arrives with TTL 1 or 0 is dropped (as `ip_forward` does,
+    /// before the `forward` hook's verdict counts: its new connection is not confirmed).
+    /// `true` for a replay; `false` under NFQUEUE, where the kernel routes and decrements.
+    pub forwards: bool,
 }
 
 /// The datapath's side of the JIT's hooks for one packet.
@@ -251,7 +256,13 @@ impl Datapath {
             locals,
             rng: 0x2545_f491_4f6c_dd1d,
             stats: DatapathStats::default(),
+            forwards: true,
         }
+    }
+
+    /// Whether `addr` is one of this host's addresses (or a virtual service's).
+    pub fn is_local(&self, addr: Ipv4Addr) -> bool {
+        self.locals.contains(&addr)
     }
 
     pub fn program(&self) -> &Program {
@@ -405,6 +416,14 @@ impl Datapath {
                 }
             }
         }
+        let forwarding = path == PathKind::Forward && self.forwards;
+        if forwarding && o.packet.ttl <= 1 {
+            if let Some(id) = new_entry {
+                self.ct.discard(id);
+            }
+            self.stats.dropped += 1;
+            return self.dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
+        }
         if let Some(id) = new_entry {
             if !self.ct.confirm(id, now) {
                 self.stats.dropped += 1;
@@ -420,16 +439,7 @@ impl Datapath {
         }
         if let Ok(mut p) = ipv4::Packet::new_checked(&mut *ipb) {
             let mut t = o.packet.ttl;
-            if path == PathKind::Forward {
-                if t <= 1 {
-                    self.stats.dropped += 1;
-                    return self.dropped(
-                        Some(path),
-                        o.deciding_rule,
-                        info,
-                        "TTL expired in transit",
-                    );
-                }
+            if forwarding {
                 t -= 1;
             }
             if t != ttl {

@@ -153,8 +153,11 @@ pub fn run_nfqueue(
         stats.packets += 1;
         let payload = msg.get_payload().to_vec();
         let iif = ifname(msg.get_indev());
+        // queued before routing, a packet has no output interface yet: one for this host
+        // gets none, one to forward the interface of the route to its destination
         let oif = ifname(msg.get_outdev()).or_else(|| {
             ipv4_dst(&payload)
+                .filter(|&d| !dp.is_local(d))
                 .and_then(|d| routes.lookup(d))
                 .map(str::to_string)
         });

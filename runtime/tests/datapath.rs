@@ -212,15 +212,28 @@ fn local_traffic_malformed_frames_and_ttl() {
         let d = dp.process(1, Link::RawIp, &syn[..n], Some("eth1"), Some("eth0"));
         assert_eq!(d.fate, Fate::Drop);
     }
-    // TTL 1 cannot be forwarded
+    // TTL 1 cannot be forwarded, and the connection it would have opened is not kept
     let mut dying = tcp_ip(PC, 2, SITE, 443, 1, 0, SYN);
     let mut p = ipv4::Packet::new_checked(&mut dying[..]).unwrap();
     p.set_ttl(1);
+    let before = dp.ct.len();
     let d = dp.process(2, Link::RawIp, &dying, Some("eth1"), Some("eth0"));
     assert_eq!(
         (d.fate, d.reason),
         (Fate::Drop, Some("TTL expired in transit"))
     );
+    assert_eq!(dp.ct.len(), before, "{}", dp.ct.list(2));
+    // when the kernel forwards (NFQUEUE), the datapath leaves the TTL to it
+    dp.forwards = false;
+    let d = dp.process(2, Link::RawIp, &dying, Some("eth1"), Some("eth0"));
+    assert_eq!(d.fate, Fate::Accept);
+    assert_eq!(
+        ipv4::Packet::new_checked(&d.frame.unwrap()[..])
+            .unwrap()
+            .ttl(),
+        1
+    );
+    dp.forwards = true;
     // an Ethernet frame that is not IPv4 passes untouched
     let arp = [
         vec![0xff; 6],
