@@ -122,6 +122,44 @@ enum Cmd {
         /// Print the virtual services at the end, as `ipvsadm -L -n` does
         #[arg(long)]
         ipvs: bool,
+        /// With --nfqueue: the control socket `fwc conntrack`, `fwc ipvs` and `fwc reload` use
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Ask a running datapath for its connections, as the `conntrack` tool does
+    Conntrack {
+        /// List the connections (the default)
+        #[arg(short = 'L', long = "dump", group = "op")]
+        list: bool,
+        /// Print the number of connections
+        #[arg(short = 'C', long = "count", group = "op")]
+        count: bool,
+        /// Delete every connection
+        #[arg(short = 'F', long = "flush", group = "op")]
+        flush: bool,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Ask a running datapath for its virtual services, as `ipvsadm -L -n` does
+    Ipvs {
+        /// List the virtual services and their real servers
+        #[arg(short = 'L', long = "list")]
+        list: bool,
+        /// Numeric addresses and ports (always the case)
+        #[arg(short = 'n', long = "numeric")]
+        numeric: bool,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Give a running datapath a new program; its connections and their NAT are kept
+    Reload {
+        /// A `.fw` program or a `fwc build` artefact
+        file: PathBuf,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Show the verdict for one packet and every rule it hits
     Explain {
@@ -272,6 +310,7 @@ fn real_main() -> ExitCode {
             oif,
             conntrack,
             ipvs,
+            socket,
         } => match (pcap, dest) {
             (Some(pcap), Some(dest)) => cmd_run(
                 &out,
@@ -289,8 +328,31 @@ fn real_main() -> ExitCode {
                 (fail_open, duration),
                 local,
                 (conntrack, ipvs),
+                &socket,
             ),
         },
+        Cmd::Conntrack {
+            list: _,
+            count,
+            flush,
+            socket,
+        } => {
+            use fwc_runtime::control::Request;
+            let req = if count {
+                Request::ConntrackCount
+            } else if flush {
+                Request::ConntrackFlush
+            } else {
+                Request::ConntrackList
+            };
+            cmd_control(&out, &socket, &req)
+        }
+        Cmd::Ipvs {
+            list: _,
+            numeric: _,
+            socket,
+        } => cmd_control(&out, &socket, &fwc_runtime::control::Request::IpvsList),
+        Cmd::Reload { file, socket } => cmd_reload(&out, &file, &socket),
     }
 }
 
@@ -738,6 +800,54 @@ fn load_program(out: &Out, file: &Path) -> Result<Program, ExitCode> {
     }
 }
 
+/// Sends one request to a running datapath and prints its answer.
+fn cmd_control(out: &Out, socket: &Path, req: &fwc_runtime::control::Request) -> ExitCode {
+    match fwc_runtime::control::request(socket, req) {
+        Ok(Ok(body)) => {
+            // `conntrack` prints its closing line on standard error
+            let (table, tail) = match body.rfind("conntrack v1.4.7") {
+                Some(i) => body.split_at(i),
+                None => (body.as_str(), ""),
+            };
+            print!("{table}");
+            eprint!("{tail}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(msg)) => {
+            out.error(&msg);
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            out.error(&e.to_string());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `fwc reload FILE`: checks FILE here (so its diagnostics are the user's), then has the
+/// datapath load it.
+fn cmd_reload(out: &Out, file: &Path, socket: &Path) -> ExitCode {
+    if let Err(code) = load_jit(out, file) {
+        return code;
+    }
+    let file = match std::fs::canonicalize(file) {
+        Ok(f) => f,
+        Err(e) => {
+            out.error(&format!("cannot read `{}`: {e}", file.display()));
+            return ExitCode::from(2);
+        }
+    };
+    let code = cmd_control(
+        out,
+        socket,
+        &fwc_runtime::control::Request::Reload(file.clone()),
+    );
+    if code == ExitCode::SUCCESS && out.format == Format::Human {
+        eprintln!("reloaded `{}`", file.display());
+    }
+    code
+}
+
 /// Loads RULES (source or artefact) and compiles it with the JIT.
 fn load_jit(out: &Out, rules: &Path) -> Result<fwc_jit::JitProgram, ExitCode> {
     let program = load_program(out, rules)?;
@@ -849,6 +959,7 @@ fn cmd_run_nfqueue(
     (fail_open, duration): (bool, Option<u64>),
     mut local: Vec<std::net::Ipv4Addr>,
     (list_conntrack, list_ipvs): (bool, bool),
+    socket: &Path,
 ) -> ExitCode {
     use fwc_runtime::live;
     let jit = match load_jit(out, rules) {
@@ -872,6 +983,41 @@ fn cmd_run_nfqueue(
     );
     // the kernel routes queued packets and decrements their TTL itself
     dp.forwards = false;
+    let mut control = match fwc_runtime::control::Control::bind(socket) {
+        Ok(c) => c,
+        Err(e) => {
+            out.error(&format!("cannot listen on `{}`: {e}", socket.display()));
+            return ExitCode::from(2);
+        }
+    };
+    let rules_path = rules.to_path_buf();
+    let mut reload = |path: &Path| -> Result<fwc_jit::JitProgram, String> {
+        load_jit(out, path).map_err(|_| {
+            format!(
+                "`{}` did not compile; the datapath keeps its program",
+                path.display()
+            )
+        })
+    };
+    let mut last_poll = u64::MAX;
+    let mut between = |dp: &mut fwc_runtime::datapath::Datapath, now: u64| {
+        if live::RELOAD.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            match reload(&rules_path) {
+                Ok(jit) => {
+                    dp.replace_program(jit);
+                    if out.format == Format::Human {
+                        eprintln!("reloaded `{}`", rules_path.display());
+                    }
+                }
+                Err(e) => out.error(&e),
+            }
+        }
+        // the socket is looked at once a millisecond, not before every packet
+        if now != last_poll {
+            last_poll = now;
+            control.poll(dp, now, &mut reload);
+        }
+    };
     live::stop_on_signals();
     if let Some(secs) = duration {
         std::thread::spawn(move || {
@@ -886,7 +1032,14 @@ fn cmd_run_nfqueue(
             if fail_open { " (fail-open)" } else { "" }
         );
     }
-    match live::run_nfqueue(&mut dp, queues, fail_open, &routes, &live::STOP) {
+    match live::run_nfqueue(
+        &mut dp,
+        queues,
+        fail_open,
+        &routes,
+        &live::STOP,
+        &mut between,
+    ) {
         Ok(s) => {
             if out.format == Format::Human {
                 eprintln!(

@@ -131,29 +131,50 @@ while time.time() < end:
             c, _ = s.accept(); c.sendall(b"ok"); c.close()
 "#
     );
-    Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", &py])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_py(ns, &py, Stdio::null())
 }
 
-/// From the client namespace: what a TCP connection to `port` reads ("ok", or the error),
-/// bounded by a 3 s timeout.
-fn tcp_from_client(ns: &str, port: u16) -> String {
+/// From the client namespace: what a TCP connection to `port` reads after sending `send`
+/// ("ok" from `server`, the echo from `echo_server`, or the error), bounded by a 3 s timeout.
+fn tcp_from_client(ns: &str, port: u16, send: &str) -> String {
     let py = format!(
         r#"
 import socket
 s = socket.socket(); s.settimeout(3)
 try:
-    s.connect(("198.51.100.2", {port})); print(s.recv(10).decode())
+    s.connect(("198.51.100.2", {port})); s.sendall(b"{send}"); print(s.recv(10).decode())
 except Exception as e:
     print("error:", type(e).__name__)
 "#
     );
     let o = sh(Some(ns), &["python3", "-c", &py]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `fwc run RULES --nfqueue 7` in `ns` for at most 25 s, with its control socket at `socket`.
+fn spawn_fwc(ns: &str, rules: &std::path::Path, socket: &std::path::Path, extra: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(fwc_bin())
+        .arg("run")
+        .arg(rules)
+        .args(["--nfqueue", "7", "--duration", "25", "--socket"])
+        .arg(socket)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs a Python script in `ns`, in the background.
+fn spawn_py(ns: &str, py: &str, stdout: Stdio) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", py])
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 fn udp_from_client(ns: &str) -> String {
@@ -185,39 +206,20 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     let net = Net::new();
     let rules = std::env::temp_dir().join(format!("fwc-netns-{}.fw", std::process::id()));
     std::fs::write(&rules, RULES).unwrap();
-    let mut fw = Command::new("ip")
-        .args(["netns", "exec", &net.f])
-        .arg(fwc_bin())
-        .args([
-            "run",
-            rules.to_str().unwrap(),
-            "--nfqueue",
-            "7",
-            "--duration",
-            "25",
-            "--conntrack",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut srv = server(&net.s, 20);
+    let socket = std::env::temp_dir().join(format!("fwc-netns-{}.sock", std::process::id()));
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, &["--conntrack"]);
+    let srv = server(&net.s, 20);
     std::thread::sleep(Duration::from_millis(700));
     let start = Instant::now();
-    let allowed = tcp_from_client(&net.c, 80);
-    let blocked = tcp_from_client(&net.c, 81);
+    let allowed = tcp_from_client(&net.c, 80, "");
+    let blocked = tcp_from_client(&net.c, 81, "");
     let dns = udp_from_client(&net.c);
     let ping = sh(
         Some(&net.c),
         &["ping", "-c", "2", "-W", "2", "198.51.100.2"],
     );
     // end fwc early and collect what it saw
-    let _ = Command::new("kill")
-        .args(["-TERM", &fw.id().to_string()])
-        .status();
-    let out = wait_bounded(&mut fw, Duration::from_secs(10));
-    let _ = srv.kill();
-    let _ = srv.wait();
+    let out = stop(&mut fw, srv);
     let _ = std::fs::remove_file(&rules);
     let log = format!("fwc stdout:\n{}\nfwc stderr:\n{}", out.0, out.1);
     if allowed != "ok" {
@@ -253,6 +255,200 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     }
     assert!(start.elapsed() < Duration::from_secs(20));
     Ok(())
+}
+
+/// A TCP echo server on ports 80 and 81 in the server namespace, one thread per connection,
+/// so that a connection can stay open; exits after `secs`.
+fn echo_server(ns: &str, secs: u32) -> Child {
+    let py = format!(
+        r#"
+import socket, threading, time, select
+def serve(c):
+    try:
+        while True:
+            d = c.recv(100)
+            if not d: break
+            c.sendall(d)
+    except Exception:
+        pass
+ss = []
+for p in (80, 81):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", p)); s.listen(8); ss.append(s)
+end = time.time() + {secs}
+while time.time() < end:
+    r, _, _ = select.select(ss, [], [], 0.2)
+    for s in r:
+        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#
+    );
+    spawn_py(ns, &py, Stdio::null())
+}
+
+/// A client that opens one TCP connection to port 80, echoes "one", waits `pause` seconds
+/// (the test reloads meanwhile), echoes "two" on the same connection and prints both.
+fn long_connection(ns: &str, pause: f32) -> Child {
+    let py = format!(
+        r#"
+import socket, time
+s = socket.socket(); s.settimeout(3)
+out = []
+try:
+    s.connect(("198.51.100.2", 80))
+    s.sendall(b"one"); out.append(s.recv(10).decode())
+    time.sleep({pause})
+    s.sendall(b"two"); out.append(s.recv(10).decode())
+except Exception as e:
+    out.append("error: " + type(e).__name__)
+print(" ".join(out))
+"#
+    );
+    spawn_py(ns, &py, Stdio::piped())
+}
+
+/// A child process that is killed and reaped however the test ends.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `fwc SUBCOMMAND ... --socket SOCKET`: (status, stdout, stderr).
+fn fwc_ctl(args: &[&str], socket: &std::path::Path) -> (i32, String, String) {
+    let o = Command::new(fwc_bin())
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+const RULES_81: &str = "
+table filter {
+    chain forward policy drop {
+        ct state established,related accept;
+        iif f0 oif f1 tcp dport 81 accept;
+    }
+}
+";
+
+fn control_socket_and_reload_under_traffic() -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let net = Net::new();
+    let tmp = std::env::temp_dir();
+    let id = std::process::id();
+    let rules = tmp.join(format!("fwc-netns-ctl-{id}.fw"));
+    let rules81 = tmp.join(format!("fwc-netns-ctl81-{id}.fw"));
+    let broken = tmp.join(format!("fwc-netns-broken-{id}.fw"));
+    let socket = tmp.join(format!("fwc-netns-{id}.sock"));
+    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules81, RULES_81).unwrap();
+    std::fs::write(
+        &broken,
+        "table filter { chain forward { tcp dport 99999 accept; } }",
+    )
+    .unwrap();
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, &[]);
+    let srv = echo_server(&net.s, 20);
+    std::thread::sleep(Duration::from_millis(700));
+    let result = (|| -> Result<(), String> {
+        let mode = std::fs::metadata(&socket)
+            .map_err(|e| format!("no control socket: {e}"))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o600 {
+            return Err(format!(
+                "the control socket's mode is {:o}, not 600",
+                mode & 0o777
+            ));
+        }
+        let mut client = Reap(long_connection(&net.c, 3.0));
+        std::thread::sleep(Duration::from_millis(1200));
+        // the open connection, as conntrack -L shows it
+        let (st, list, err) = fwc_ctl(&["conntrack", "-L"], &socket);
+        if st != 0
+            || !list.lines().any(|l| {
+                l.starts_with("tcp      6 ")
+                    && l.contains(" ESTABLISHED src=192.0.2.2 dst=198.51.100.2 ")
+                    && l.contains(" dport=80 ")
+                    && l.contains("[ASSURED]")
+            })
+            || !err.contains("1 flow entries have been shown")
+        {
+            return Err(format!("conntrack -L: status {st}\n{list}{err}"));
+        }
+        let (st, count, _) = fwc_ctl(&["conntrack", "-C"], &socket);
+        if st != 0 || count.trim() != "1" {
+            return Err(format!("conntrack -C: status {st}: {count:?}"));
+        }
+        // a program that does not compile is refused here, and the datapath keeps its own
+        let (st, _, err) = fwc_ctl(&["reload", broken.to_str().unwrap()], &socket);
+        if st != 1 || !err.contains("error") {
+            return Err(format!("reloading a broken program: status {st}\n{err}"));
+        }
+        // the new program allows only tcp/81 for new connections, mid-connection
+        let (st, _, err) = fwc_ctl(&["reload", rules81.to_str().unwrap()], &socket);
+        if st != 0 {
+            return Err(format!("reload: status {st}\n{err}"));
+        }
+        let o = wait_bounded(&mut client.0, Duration::from_secs(8));
+        if o.0.trim() != "one two" {
+            return Err(format!(
+                "the established connection should survive the reload, got {:?}",
+                o.0.trim()
+            ));
+        }
+        let to80 = tcp_from_client(&net.c, 80, "hi");
+        let to81 = tcp_from_client(&net.c, 81, "hi");
+        if !to80.starts_with("error:") || to81 != "hi" {
+            return Err(format!(
+                "after the reload tcp/80 should be dropped and tcp/81 pass: {to80:?} {to81:?}"
+            ));
+        }
+        // SIGHUP reloads the file fwc was started with: tcp/80 again
+        let _ = Command::new("kill")
+            .args(["-HUP", &fw.id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let again = tcp_from_client(&net.c, 80, "hi");
+        if again != "hi" {
+            return Err(format!("after SIGHUP tcp/80 should pass again: {again:?}"));
+        }
+        let (st, _, err) = fwc_ctl(&["conntrack", "-F"], &socket);
+        let (_, count, _) = fwc_ctl(&["conntrack", "-C"], &socket);
+        if st != 0 || !err.contains("has been emptied") || count.trim() != "0" {
+            return Err(format!("conntrack -F: status {st}: {err} then {count:?}"));
+        }
+        Ok(())
+    })();
+    let out = stop(&mut fw, srv);
+    for f in [&rules, &rules81, &broken] {
+        let _ = std::fs::remove_file(f);
+    }
+    let gone = !socket.exists();
+    result.map_err(|e| format!("{e}\nfwc stdout:\n{}\nfwc stderr:\n{}", out.0, out.1))?;
+    if !gone {
+        return Err("the control socket should be removed when fwc stops".into());
+    }
+    Ok(())
+}
+
+/// Stops fwc with SIGTERM (it prints its statistics and tables) and the server; fwc's
+/// (stdout, stderr).
+fn stop(fw: &mut Child, srv: Child) -> (String, String) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &fw.id().to_string()])
+        .status();
+    let out = wait_bounded(fw, Duration::from_secs(10));
+    drop(Reap(srv));
+    out
 }
 
 fn wait_bounded(child: &mut Child, limit: Duration) -> (String, String) {
@@ -293,7 +489,13 @@ fn is_root() -> bool {
 type Test = fn() -> Result<(), String>;
 
 fn main() {
-    let tests: [(&str, Test); 1] = [("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic)];
+    let tests: [(&str, Test); 2] = [
+        ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
+        (
+            "control_socket_and_reload_under_traffic",
+            control_socket_and_reload_under_traffic,
+        ),
+    ];
     if !is_root() {
         println!("netns tests skipped: they need root (network namespaces, iptables, NFQUEUE)");
         println!("netns: 0 passed, 0 failed, {} skipped", tests.len());

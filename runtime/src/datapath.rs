@@ -52,6 +52,9 @@ pub struct Datapath {
     pub ct: Table,
     /// the program's virtual services (IPVS), NAT forwarding
     pub services: Vec<ipvs::Service>,
+    /// this host's own addresses
+    host: Vec<Ipv4Addr>,
+    /// `host` and the virtual services' addresses
     locals: Vec<Ipv4Addr>,
     rng: u64,
     pub stats: DatapathStats,
@@ -215,49 +218,29 @@ impl Hooks for PacketHooks<'_> {
 impl Datapath {
     /// A datapath for the compiled program; its `service` blocks become IPVS services, and
     /// their virtual addresses count as this host's.
-    pub fn new(jit: JitProgram, ct: Table, mut locals: Vec<Ipv4Addr>) -> Datapath {
-        let services: Vec<ipvs::Service> = jit
-            .program()
-            .services
-            .iter()
-            .filter_map(|s| {
-                let dests = s
-                    .reals
-                    .iter()
-                    .map(|r| ipvs::Dest {
-                        forward: match r.forward {
-                            fwc_compiler::ir::Forwarding::Nat => ipvs::Forward::Nat,
-                            fwc_compiler::ir::Forwarding::Dr => ipvs::Forward::Dr,
-                            fwc_compiler::ir::Forwarding::Tunnel => ipvs::Forward::Tunnel,
-                        },
-                        ..ipvs::Dest::new(Ipv4Addr::from(r.addr), r.port, r.weight)
-                    })
-                    .collect();
-                let mut svc = ipvs::Service::new(
-                    s.proto,
-                    Ipv4Addr::from(s.vip),
-                    s.port,
-                    &s.scheduler,
-                    dests,
-                )?;
-                svc.persistent = s.persistent;
-                Some(svc)
-            })
-            .collect();
-        for s in &services {
-            if !locals.contains(&s.vip) {
-                locals.push(s.vip);
-            }
-        }
+    pub fn new(jit: JitProgram, ct: Table, host: Vec<Ipv4Addr>) -> Datapath {
+        let (services, locals) = services_of(&jit, &host);
         Datapath {
             jit,
             ct,
             services,
+            host,
             locals,
             rng: 0x2545_f491_4f6c_dd1d,
             stats: DatapathStats::default(),
             forwards: true,
         }
+    }
+
+    /// Swaps in a new program (`fwc reload`): the connection table, and with it every
+    /// connection's NAT and its real server, is kept; the virtual services are rebuilt from
+    /// the new program (a service that is in both keeps its scheduler's state only through
+    /// the connections already made).
+    pub fn replace_program(&mut self, jit: JitProgram) {
+        let (services, locals) = services_of(&jit, &self.host);
+        self.jit = jit;
+        self.services = services;
+        self.locals = locals;
     }
 
     /// Whether `addr` is one of this host's addresses (or a virtual service's).
@@ -473,4 +456,38 @@ impl Datapath {
             reason: Some(why),
         }
     }
+}
+
+/// The program's virtual services, and this host's addresses with their virtual addresses.
+fn services_of(jit: &JitProgram, host: &[Ipv4Addr]) -> (Vec<ipvs::Service>, Vec<Ipv4Addr>) {
+    let services: Vec<ipvs::Service> = jit
+        .program()
+        .services
+        .iter()
+        .filter_map(|s| {
+            let dests = s
+                .reals
+                .iter()
+                .map(|r| ipvs::Dest {
+                    forward: match r.forward {
+                        fwc_compiler::ir::Forwarding::Nat => ipvs::Forward::Nat,
+                        fwc_compiler::ir::Forwarding::Dr => ipvs::Forward::Dr,
+                        fwc_compiler::ir::Forwarding::Tunnel => ipvs::Forward::Tunnel,
+                    },
+                    ..ipvs::Dest::new(Ipv4Addr::from(r.addr), r.port, r.weight)
+                })
+                .collect();
+            let mut svc =
+                ipvs::Service::new(s.proto, Ipv4Addr::from(s.vip), s.port, &s.scheduler, dests)?;
+            svc.persistent = s.persistent;
+            Some(svc)
+        })
+        .collect();
+    let mut locals = host.to_vec();
+    for s in &services {
+        if !locals.contains(&s.vip) {
+            locals.push(s.vip);
+        }
+    }
+    (services, locals)
 }

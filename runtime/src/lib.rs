@@ -11,6 +11,7 @@
 //! and the packet sources (NFQUEUE, AF_PACKET, pcap replay) with the control socket.
 
 pub mod conntrack;
+pub mod control;
 pub mod datapath;
 pub mod ipvs;
 pub mod live;

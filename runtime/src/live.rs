@@ -98,14 +98,21 @@ pub fn local_addresses() -> io::Result<Vec<Ipv4Addr>> {
 /// Set by SIGINT and SIGTERM once [`stop_on_signals`] installed the handler.
 pub static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+/// Set by SIGHUP once [`stop_on_signals`] installed the handler: reload the program.
+pub static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    if sig == libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Makes SIGINT and SIGTERM set [`STOP`] (so that a live run ends cleanly: queues unbound,
-/// statistics printed).
+/// statistics printed) and SIGHUP set [`RELOAD`].
 pub fn stop_on_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: `on_signal` is an `extern "C"` function that only stores to an atomic,
         // which is async-signal-safe.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
@@ -124,12 +131,16 @@ pub struct NfqStats {
 /// datapath and gets its verdict (with the rewritten payload when NAT changed it). One
 /// worker serves every queue given. With `fail_open` the kernel accepts packets when the
 /// queue is full instead of dropping them.
+///
+/// `between` runs between packets (and about every millisecond when none comes) with the
+/// datapath and its clock (ms): the caller serves its control socket and reloads there.
 pub fn run_nfqueue(
     dp: &mut Datapath,
     queues: &[u16],
     fail_open: bool,
     routes: &Routes,
     stop: &AtomicBool,
+    between: &mut dyn FnMut(&mut Datapath, u64),
 ) -> io::Result<NfqStats> {
     let mut q = nfq::Queue::open()?;
     for &n in queues {
@@ -141,6 +152,7 @@ pub fn run_nfqueue(
     let start = Instant::now();
     let mut stats = NfqStats::default();
     while !stop.load(Ordering::Relaxed) {
+        between(dp, start.elapsed().as_millis() as u64);
         let mut msg = match q.recv() {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -317,3 +317,77 @@ fn an_ipvs_service_spreads_connections_and_keeps_each_on_its_server() {
         "{l}"
     );
 }
+
+/// The control socket, in process: a client thread asks while the datapath's loop polls.
+#[test]
+fn the_control_socket_lists_counts_flushes_and_reloads() {
+    use fwc_runtime::control::{request, Control, Request};
+    let mut dp = datapath();
+    // one connection out, masqueraded
+    let syn = tcp_ip(PC, 40000, SITE, 443, 1, 0, SYN);
+    assert_eq!(
+        dp.process(0, Link::RawIp, &syn, Some("eth1"), Some("eth0"))
+            .fate,
+        Fate::Accept
+    );
+    let sock = std::env::temp_dir().join(format!("fwc-ctl-test-{}.sock", std::process::id()));
+    let mut ctl = Control::bind(&sock).unwrap();
+    // a second datapath cannot take the same socket while this one answers
+    assert!(Control::bind(&sock).is_err());
+    let client = {
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let ask = |r: Request| request(&sock, &r).unwrap();
+            let list = ask(Request::ConntrackList).unwrap();
+            let count = ask(Request::ConntrackCount).unwrap();
+            let bad = ask(Request::Reload("/nonexistent/x.fw".into()));
+            let reload = ask(Request::Reload("/ok.fw".into()));
+            let flushed = ask(Request::ConntrackFlush).unwrap();
+            let after = ask(Request::ConntrackCount).unwrap();
+            (list, count, bad, reload, flushed, after)
+        })
+    };
+    let mut reloads = 0;
+    let mut reload = |p: &std::path::Path| {
+        if p.to_str() == Some("/ok.fw") {
+            reloads += 1;
+            let c = fwc_compiler::compile_source(
+                "new.fw",
+                "table filter { chain forward policy drop { } }",
+                &MemFiles::default(),
+            );
+            Ok(JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap())
+        } else {
+            Err(format!("`{}` did not compile", p.display()))
+        }
+    };
+    let start = std::time::Instant::now();
+    while !client.is_finished() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(20));
+        ctl.poll(&mut dp, 1000, &mut reload);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (list, count, bad, reload_reply, flushed, after) = client.join().unwrap();
+    assert!(
+        list.starts_with("tcp      6 119 SYN_SENT src=10.0.0.2 dst=198.51.100.9 sport=40000 dport=443 [UNREPLIED] src=198.51.100.9 dst=203.0.113.2 sport=443 dport=40000"),
+        "{list}"
+    );
+    assert!(
+        list.ends_with("1 flow entries have been shown.\n"),
+        "{list}"
+    );
+    assert_eq!(count, "1\n");
+    assert_eq!(bad, Err("`/nonexistent/x.fw` did not compile".into()));
+    assert_eq!(reload_reply, Ok(String::new()));
+    assert_eq!(reloads, 1);
+    assert!(flushed.contains("has been emptied"));
+    assert_eq!(after, "0\n");
+    // the new program is in force: the LAN may no longer go out
+    let d = dp.process(2000, Link::RawIp, &syn, Some("eth1"), Some("eth0"));
+    assert_eq!(d.fate, Fate::Drop);
+    drop(ctl);
+    assert!(
+        !sock.exists(),
+        "the socket file is removed with its listener"
+    );
+}

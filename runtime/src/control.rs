@@ -1,0 +1,221 @@
+//! The control socket of a running datapath: a Unix stream socket (mode 0600) on which
+//! `fwc conntrack`, `fwc ipvs` and `fwc reload` ask a live `fwc run` for its tables or give
+//! it a new program.
+//!
+//! The protocol is one request per connection: the client writes one line, the datapath
+//! answers with a status line (`ok` or `error MESSAGE`) followed by the body and closes.
+//! Requests are served between packets, on the datapath's own thread, so an answer is a
+//! consistent snapshot and a reload swaps the program between two packets: every packet sees
+//! the old rules or the new ones, never a mix.
+
+use crate::datapath::Datapath;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where `fwc run` listens and the other commands connect unless `--socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/fwc.sock";
+
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 4096;
+
+/// A request, as sent on the wire (one line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `conntrack -L`: the connection table
+    ConntrackList,
+    /// `conntrack -C`: the number of connections
+    ConntrackCount,
+    /// `conntrack -F`: delete every connection
+    ConntrackFlush,
+    /// `ipvsadm -L -n`
+    IpvsList,
+    /// compile this file (source or artefact) and swap it in
+    Reload(PathBuf),
+}
+
+impl Request {
+    pub fn to_line(&self) -> String {
+        match self {
+            Request::ConntrackList => "conntrack -L".into(),
+            Request::ConntrackCount => "conntrack -C".into(),
+            Request::ConntrackFlush => "conntrack -F".into(),
+            Request::IpvsList => "ipvs -L -n".into(),
+            Request::Reload(p) => format!("reload {}", p.display()),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Request> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        Some(match line {
+            "conntrack -L" => Request::ConntrackList,
+            "conntrack -C" => Request::ConntrackCount,
+            "conntrack -F" => Request::ConntrackFlush,
+            "ipvs -L -n" => Request::IpvsList,
+            _ => Request::Reload(PathBuf::from(line.strip_prefix("reload ")?)),
+        })
+    }
+}
+
+/// The answer to a request: success and the text to print, or the error.
+pub type Reply = Result<String, String>;
+
+/// The listening side, owned by the datapath's loop.
+pub struct Control {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Control {
+    /// Listens on `path` with mode 0600. A socket file left behind by a datapath that is gone
+    /// is replaced; one that a running datapath still answers on is an error.
+    pub fn bind(path: &Path) -> io::Result<Control> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "`{}` is in use by another running datapath (give another --socket)",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(Control {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Serves every request waiting, without blocking when there is none. `now` is the
+    /// datapath's clock (ms); `reload` compiles a file into a new program.
+    pub fn poll(
+        &mut self,
+        dp: &mut Datapath,
+        now: u64,
+        reload: &mut dyn FnMut(&Path) -> Result<fwc_jit::JitProgram, String>,
+    ) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            // a client that stalls cannot hold the datapath for long
+            let _ = serve(stream, |req| handle(req, dp, now, reload));
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(stream: UnixStream, mut f: impl FnMut(Request) -> Reply) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    let reply = match Request::parse(&line) {
+        Some(r) => f(r),
+        None => Err(format!("unknown request `{}`", line.trim_end())),
+    };
+    let mut w = io::BufWriter::new(&stream);
+    match reply {
+        Ok(body) => {
+            w.write_all(b"ok\n")?;
+            w.write_all(body.as_bytes())?;
+        }
+        Err(msg) => writeln!(w, "error {}", msg.replace('\n', " "))?,
+    }
+    w.flush()
+}
+
+/// Answers one request against the datapath.
+pub fn handle(
+    req: Request,
+    dp: &mut Datapath,
+    now: u64,
+    reload: &mut dyn FnMut(&Path) -> Result<fwc_jit::JitProgram, String>,
+) -> Reply {
+    match req {
+        Request::ConntrackList => {
+            let list = dp.ct.list(now);
+            let n = list.lines().count();
+            Ok(format!(
+                "{list}conntrack v1.4.7 (conntrack-tools): {n} flow entries have been shown.\n"
+            ))
+        }
+        Request::ConntrackCount => Ok(format!("{}\n", dp.ct.len())),
+        Request::ConntrackFlush => {
+            dp.ct.flush();
+            Ok(
+                "conntrack v1.4.7 (conntrack-tools): connection tracking table has been emptied.\n"
+                    .into(),
+            )
+        }
+        Request::IpvsList => Ok(crate::ipvs::list(&dp.services, 4096)),
+        Request::Reload(path) => {
+            let jit = reload(&path)?;
+            dp.replace_program(jit);
+            Ok(String::new())
+        }
+    }
+}
+
+/// The client side: sends `req` to the datapath listening on `socket` and returns its reply.
+pub fn request(socket: &Path, req: &Request) -> io::Result<Reply> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot connect to `{}`: {e} (is `fwc run` serving there?)",
+                socket.display()
+            ),
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    writeln!(s, "{}", req.to_line())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (status, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    if status == "ok" {
+        Ok(Ok(body.to_string()))
+    } else if let Some(msg) = status.strip_prefix("error ") {
+        Ok(Err(msg.to_string()))
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the datapath's answer is not understood",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for r in [
+            Request::ConntrackList,
+            Request::ConntrackCount,
+            Request::ConntrackFlush,
+            Request::IpvsList,
+            Request::Reload(PathBuf::from("/etc/fwc/host.fw")),
+        ] {
+            assert_eq!(Request::parse(&(r.to_line() + "\n")), Some(r));
+        }
+        assert_eq!(Request::parse("conntrack -X\n"), None);
+    }
+}
