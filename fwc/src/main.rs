@@ -981,8 +981,10 @@ fn cmd_run_nfqueue(
         fwc_runtime::conntrack::Table::new(Default::default()),
         local,
     );
-    // the kernel routes queued packets and decrements their TTL itself
+    // the kernel routes queued packets and decrements their TTL itself; its routes give a
+    // forwarded packet its output interface
     dp.forwards = false;
+    dp.routes = Some(routes);
     let mut control = match fwc_runtime::control::Control::bind(socket) {
         Ok(c) => c,
         Err(e) => {
@@ -1032,14 +1034,7 @@ fn cmd_run_nfqueue(
             if fail_open { " (fail-open)" } else { "" }
         );
     }
-    match live::run_nfqueue(
-        &mut dp,
-        queues,
-        fail_open,
-        &routes,
-        &live::STOP,
-        &mut between,
-    ) {
+    match live::run_nfqueue(&mut dp, queues, fail_open, &live::STOP, &mut between) {
         Ok(s) => {
             if out.format == Format::Human {
                 eprintln!(

@@ -89,6 +89,13 @@ impl Net {
             &["ip", "route", "add", "default", "via", "198.51.100.1"],
         );
         ok(Some(f), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // fwc translates at the start of prerouting, before the kernel routes: a packet it
+        // masqueraded comes back into routing with one of the firewall's own addresses as
+        // its source, which the kernel drops as martian unless accept_local is set
+        ok(
+            Some(f),
+            &["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"],
+        );
         // every packet the firewall receives goes to fwc, untracked by the kernel
         for target in [&["CT", "--notrack"][..], &["NFQUEUE", "--queue-num", "7"]] {
             let mut args = vec!["iptables", "-t", "raw", "-A", "PREROUTING", "-j"];
@@ -111,8 +118,8 @@ fn fwc_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_fwc"))
 }
 
-/// A TCP and UDP echo server in the server namespace: answers "ok" to connections on the
-/// given TCP ports and echoes UDP datagrams on port 53; exits after `secs`.
+/// A TCP and UDP echo server in the server namespace: tells connections on TCP ports 80
+/// and 81 the address they come from and echoes UDP datagrams on port 53; exits after `secs`.
 fn server(ns: &str, secs: u32) -> Child {
     let py = format!(
         r#"
@@ -128,21 +135,21 @@ while time.time() < end:
         if s is u:
             d, a = u.recvfrom(100); u.sendto(b"re:" + d, a)
         else:
-            c, _ = s.accept(); c.sendall(b"ok"); c.close()
+            c, a = s.accept(); c.sendall(a[0].encode()); c.close()
 "#
     );
     spawn_py(ns, &py, Stdio::null())
 }
 
 /// From the client namespace: what a TCP connection to `port` reads after sending `send`
-/// ("ok" from `server`, the echo from `echo_server`, or the error), bounded by a 3 s timeout.
-fn tcp_from_client(ns: &str, port: u16, send: &str) -> String {
+/// (the client's address as `server` saw it, the echo from `echo_server`, or the error), bounded by a 3 s timeout.
+fn tcp_from_client(ns: &str, dst: &str, port: u16, send: &str) -> String {
     let py = format!(
         r#"
 import socket
 s = socket.socket(); s.settimeout(3)
 try:
-    s.connect(("198.51.100.2", {port})); s.sendall(b"{send}"); print(s.recv(10).decode())
+    s.connect(("{dst}", {port})); s.sendall(b"{send}"); print(s.recv(20).decode())
 except Exception as e:
     print("error:", type(e).__name__)
 "#
@@ -191,6 +198,8 @@ except Exception as e:
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+const SERVER: &str = "198.51.100.2";
+
 const RULES: &str = "
 table filter {
     chain forward policy drop {
@@ -211,8 +220,8 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     let srv = server(&net.s, 20);
     std::thread::sleep(Duration::from_millis(700));
     let start = Instant::now();
-    let allowed = tcp_from_client(&net.c, 80, "");
-    let blocked = tcp_from_client(&net.c, 81, "");
+    let allowed = tcp_from_client(&net.c, SERVER, 80, "");
+    let blocked = tcp_from_client(&net.c, SERVER, 81, "");
     let dns = udp_from_client(&net.c);
     let ping = sh(
         Some(&net.c),
@@ -222,8 +231,10 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     let out = stop(&mut fw, srv);
     let _ = std::fs::remove_file(&rules);
     let log = format!("fwc stdout:\n{}\nfwc stderr:\n{}", out.0, out.1);
-    if allowed != "ok" {
-        return Err(format!("tcp/80 should pass, got {allowed:?}\n{log}"));
+    if allowed != "192.0.2.2" {
+        return Err(format!(
+            "tcp/80 should pass, untranslated, got {allowed:?}\n{log}"
+        ));
     }
     if !blocked.starts_with("error:") {
         return Err(format!("tcp/81 should be dropped, got {blocked:?}\n{log}"));
@@ -254,6 +265,64 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
         return Err(format!("fwc should report its statistics\n{log}"));
     }
     assert!(start.elapsed() < Duration::from_secs(20));
+    Ok(())
+}
+
+const RULES_NAT: &str = "
+interface f1 address 198.51.100.1;
+table nat {
+    chain prerouting { iif f0 tcp dport 8080 dnat to 198.51.100.2:80; }
+    chain postrouting { oif f1 ip saddr 192.0.2.0/24 masquerade; }
+}
+table filter {
+    chain forward policy drop {
+        ct state established,related accept;
+        iif f0 oif f1 tcp dport 80 accept;
+    }
+}
+";
+
+/// Masquerade and a port forward under NFQUEUE: the server sees the firewall's address, the
+/// client talks to the firewall's port 8080, and conntrack shows both translations.
+fn nfqueue_nat_seen_from_both_sides() -> Result<(), String> {
+    let net = Net::new();
+    let id = std::process::id();
+    let rules = std::env::temp_dir().join(format!("fwc-netns-nat-{id}.fw"));
+    let socket = std::env::temp_dir().join(format!("fwc-netns-nat-{id}.sock"));
+    std::fs::write(&rules, RULES_NAT).unwrap();
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, &[]);
+    let srv = server(&net.s, 20);
+    std::thread::sleep(Duration::from_millis(700));
+    let direct = tcp_from_client(&net.c, SERVER, 80, "");
+    let forwarded = tcp_from_client(&net.c, "192.0.2.1", 8080, "");
+    let (st, list, _) = fwc_ctl(&["conntrack", "-L"], &socket);
+    let out = stop(&mut fw, srv);
+    let _ = std::fs::remove_file(&rules);
+    let log = format!(
+        "conntrack -L ({st}):\n{list}fwc stdout:\n{}\nfwc stderr:\n{}",
+        out.0, out.1
+    );
+    if direct != "198.51.100.1" {
+        return Err(format!(
+            "the server should see the masqueraded address, got {direct:?}\n{log}"
+        ));
+    }
+    if forwarded != "198.51.100.1" {
+        return Err(format!(
+            "the port forward should reach the server, masqueraded, got {forwarded:?}\n{log}"
+        ));
+    }
+    let dnat = list.lines().any(|l| {
+        l.contains("src=192.0.2.2 dst=192.0.2.1 ")
+            && l.contains(" dport=8080 src=198.51.100.2 dst=198.51.100.1 sport=80 ")
+    });
+    let snat = list.lines().any(|l| {
+        l.contains("src=192.0.2.2 dst=198.51.100.2 ")
+            && l.contains(" src=198.51.100.2 dst=198.51.100.1 sport=80 ")
+    });
+    if !dnat || !snat {
+        return Err(format!("conntrack should list both translations\n{log}"));
+    }
     Ok(())
 }
 
@@ -405,8 +474,8 @@ fn control_socket_and_reload_under_traffic() -> Result<(), String> {
                 o.0.trim()
             ));
         }
-        let to80 = tcp_from_client(&net.c, 80, "hi");
-        let to81 = tcp_from_client(&net.c, 81, "hi");
+        let to80 = tcp_from_client(&net.c, SERVER, 80, "hi");
+        let to81 = tcp_from_client(&net.c, SERVER, 81, "hi");
         if !to80.starts_with("error:") || to81 != "hi" {
             return Err(format!(
                 "after the reload tcp/80 should be dropped and tcp/81 pass: {to80:?} {to81:?}"
@@ -417,7 +486,7 @@ fn control_socket_and_reload_under_traffic() -> Result<(), String> {
             .args(["-HUP", &fw.id().to_string()])
             .status();
         std::thread::sleep(Duration::from_millis(500));
-        let again = tcp_from_client(&net.c, 80, "hi");
+        let again = tcp_from_client(&net.c, SERVER, 80, "hi");
         if again != "hi" {
             return Err(format!("after SIGHUP tcp/80 should pass again: {again:?}"));
         }
@@ -489,8 +558,12 @@ fn is_root() -> bool {
 type Test = fn() -> Result<(), String>;
 
 fn main() {
-    let tests: [(&str, Test); 2] = [
+    let tests: [(&str, Test); 3] = [
         ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
+        (
+            "nfqueue_nat_seen_from_both_sides",
+            nfqueue_nat_seen_from_both_sides,
+        ),
         (
             "control_socket_and_reload_under_traffic",
             control_socket_and_reload_under_traffic,

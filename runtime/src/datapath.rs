@@ -63,6 +63,10 @@ pub struct Datapath {
     /// before the `forward` hook's verdict counts: its new connection is not confirmed).
     /// `true` for a replay; `false` under NFQUEUE, where the kernel routes and decrements.
     pub forwards: bool,
+    /// The routing table that gives a forwarded packet its output interface after
+    /// `prerouting` (live sources: the kernel's). Without one, a forwarded packet keeps the
+    /// output interface it was given.
+    pub routes: Option<crate::live::Routes>,
 }
 
 /// The datapath's side of the JIT's hooks for one packet.
@@ -75,6 +79,7 @@ struct PacketHooks<'a> {
     info: Option<CtInfo>,
     rng: &'a mut u64,
     locals: &'a [Ipv4Addr],
+    routes: Option<&'a crate::live::Routes>,
 }
 
 fn tuple_of(h: &Packet) -> Tuple {
@@ -179,11 +184,18 @@ impl Hooks for PacketHooks<'_> {
         Ok(())
     }
 
-    fn route(&mut self, _path: PathKind, hdr: &Packet) -> PathKind {
-        if self.locals.contains(&Ipv4Addr::from(hdr.daddr)) {
-            PathKind::Input
+    fn route(&mut self, _path: PathKind, hdr: &Packet) -> (PathKind, Option<String>) {
+        let dst = Ipv4Addr::from(hdr.daddr);
+        if self.locals.contains(&dst) {
+            // delivered here: no output interface
+            (PathKind::Input, None)
         } else {
-            PathKind::Forward
+            let oif = self
+                .routes
+                .and_then(|r| r.lookup(dst))
+                .map(str::to_string)
+                .or_else(|| hdr.oif.clone());
+            (PathKind::Forward, oif)
         }
     }
 
@@ -229,6 +241,7 @@ impl Datapath {
             rng: 0x2545_f491_4f6c_dd1d,
             stats: DatapathStats::default(),
             forwards: true,
+            routes: None,
         }
     }
 
@@ -317,6 +330,7 @@ impl Datapath {
             info: None,
             rng: &mut self.rng,
             locals: &self.locals,
+            routes: self.routes.as_ref(),
         };
         let outcome = self
             .jit

@@ -138,7 +138,6 @@ pub fn run_nfqueue(
     dp: &mut Datapath,
     queues: &[u16],
     fail_open: bool,
-    routes: &Routes,
     stop: &AtomicBool,
     between: &mut dyn FnMut(&mut Datapath, u64),
 ) -> io::Result<NfqStats> {
@@ -165,14 +164,9 @@ pub fn run_nfqueue(
         stats.packets += 1;
         let payload = msg.get_payload().to_vec();
         let iif = ifname(msg.get_indev());
-        // queued before routing, a packet has no output interface yet: one for this host
-        // gets none, one to forward the interface of the route to its destination
-        let oif = ifname(msg.get_outdev()).or_else(|| {
-            ipv4_dst(&payload)
-                .filter(|&d| !dp.is_local(d))
-                .and_then(|d| routes.lookup(d))
-                .map(str::to_string)
-        });
+        // queued before routing, a packet has no output interface yet: the datapath's
+        // routing (`Datapath::routes`) gives it one after prerouting
+        let oif = ifname(msg.get_outdev());
         let now = start.elapsed().as_millis() as u64;
         let d = dp.process(now, Link::RawIp, &payload, iif.as_deref(), oif.as_deref());
         let verdict = match (d.fate, d.frame) {
@@ -197,10 +191,6 @@ pub fn run_nfqueue(
         let _ = q.unbind(n);
     }
     Ok(stats)
-}
-
-fn ipv4_dst(p: &[u8]) -> Option<Ipv4Addr> {
-    (p.len() >= 20).then(|| Ipv4Addr::new(p[16], p[17], p[18], p[19]))
 }
 
 #[cfg(test)]

@@ -173,6 +173,51 @@ fn a_port_forward_is_routed_to_the_server_and_answers_come_from_the_router() {
     assert!(e.contains("SYN_RECV src=192.0.2.77 dst=203.0.113.2 sport=5555 dport=8080 src=10.0.0.10 dst=192.0.2.77 sport=80 dport=5555"), "{e}");
 }
 
+/// With a routing table (as under NFQUEUE, where a packet queued at prerouting has no
+/// output interface yet), routing after the DNAT gives the forwarded packet its interface,
+/// which the `forward` rule's `oif eth1` and the masquerade's `oif eth0` match.
+#[test]
+fn routing_after_prerouting_sets_the_output_interface() {
+    let mut dp = datapath();
+    dp.routes = Some(fwc_runtime::live::Routes::parse(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0100710B\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+eth1\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+    ));
+    let d = dp.process(
+        0,
+        Link::RawIp,
+        &tcp_ip(VISITOR, 5555, WAN, 8080, 1, 0, SYN),
+        Some("eth0"),
+        None,
+    );
+    assert_eq!(d.fate, Fate::Accept, "{d:?}");
+    assert_eq!(
+        seen(d.frame.as_ref().unwrap()),
+        (VISITOR, 5555, WEB, 80, 63)
+    );
+    // from the LAN out: routed to eth0, so masqueraded
+    let d = dp.process(
+        1,
+        Link::RawIp,
+        &tcp_ip(PC, 40000, SITE, 443, 1, 0, SYN),
+        Some("eth1"),
+        None,
+    );
+    assert_eq!(d.fate, Fate::Accept, "{d:?}");
+    assert_eq!(seen(d.frame.as_ref().unwrap()).0, WAN);
+    // without routes and without an output interface, neither rule matches
+    let mut bare = datapath();
+    let d = bare.process(
+        0,
+        Link::RawIp,
+        &tcp_ip(VISITOR, 5555, WAN, 8080, 1, 0, SYN),
+        Some("eth0"),
+        None,
+    );
+    assert_eq!(d.fate, Fate::Drop);
+}
+
 #[test]
 fn local_traffic_malformed_frames_and_ttl() {
     let mut dp = datapath();

@@ -114,10 +114,10 @@ pub trait Hooks {
     }
 
     /// Routing, after prerouting: the path the packet goes on with (a destination NAT may
-    /// have made a packet for this host one to forward, or the reverse).
-    fn route(&mut self, path: PathKind, hdr: &Packet) -> PathKind {
-        let _ = hdr;
-        path
+    /// have made a packet for this host one to forward, or the reverse) and its output
+    /// interface from then on (`hdr.oif` is the one it came with).
+    fn route(&mut self, path: PathKind, hdr: &Packet) -> (PathKind, Option<String>) {
+        (path, hdr.oif.clone())
     }
 
     /// A NAT point (the nat table's place at `hook`) that the nat chain does not run for
@@ -141,6 +141,8 @@ pub struct Env<'a> {
     stateful: &'a [(RuleId, Pred)],
     nat: &'a [(RuleId, Stmt)],
     meta: &'a Meta,
+    /// the output interface: `meta.oif` until routing after prerouting sets it
+    oif: Option<String>,
     error: Option<InterpError>,
     /// rules whose `log` or `audit` ran, in order
     pub logs: Vec<RuleId>,
@@ -307,7 +309,7 @@ extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
     };
     let mut p = ctx_packet(c);
     p.iif = e.meta.iif.clone();
-    p.oif = e.meta.oif.clone();
+    p.oif = e.oif.clone();
     match e.hooks.nat(e.program, *rule, stmt, &mut p, e.path) {
         Ok(()) => {
             write_back(c, &p);
@@ -1487,6 +1489,7 @@ impl JitProgram {
             stateful: &self.stateful,
             nat: &self.nat,
             meta,
+            oif: meta.oif.clone(),
             error: None,
             logs: vec![],
         };
@@ -1517,21 +1520,25 @@ impl JitProgram {
         // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
         // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
         unsafe { (self.parse)(&mut ctx) };
-        let done = |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>, path: PathKind| {
-            let mut packet = ctx_packet(ctx);
-            packet.iif = meta.iif.clone();
-            packet.oif = meta.oif.clone();
-            JitOutcome {
-                fate,
-                path,
-                deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
-                packet,
-                logs,
-            }
-        };
+        // the output interface, until routing says otherwise
+        let mut oif = meta.oif.clone();
+        let mut routed_oif_bits: Vec<u64> = Vec::new();
+        let done =
+            |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>, path: PathKind, oif: &Option<String>| {
+                let mut packet = ctx_packet(ctx);
+                packet.iif = meta.iif.clone();
+                packet.oif = oif.clone();
+                JitOutcome {
+                    fate,
+                    path,
+                    deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
+                    packet,
+                    logs,
+                }
+            };
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
-            let mut o = done(&ctx, Fate::Drop, vec![], path);
+            let mut o = done(&ctx, Fate::Drop, vec![], path, &oif);
             o.packet = Packet {
                 l4: false,
                 ..Packet::default()
@@ -1541,10 +1548,10 @@ impl JitProgram {
         let mut last = NO_RULE;
         let mut path = path;
         // the points of a hook where the datapath's conntrack and NAT run
-        let hdr = |ctx: &Ctx| {
+        let hdr = |ctx: &Ctx, oif: &Option<String>| {
             let mut p = ctx_packet(ctx);
             p.iif = meta.iif.clone();
-            p.oif = meta.oif.clone();
+            p.oif = oif.clone();
             p
         };
         let mut hi = 0;
@@ -1558,14 +1565,14 @@ impl JitProgram {
                 let prio = entries.get(k).map(|e| e.priority).unwrap_or(i32::MAX);
                 if !ct_done && prio > fwc_compiler::ir::CONNTRACK_PRIORITY {
                     ct_done = true;
-                    let p = hdr(&ctx);
+                    let p = hdr(&ctx, &oif);
                     ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
                 }
                 let is_nat = entries.get(k).is_some_and(|e| e.table == Table::Nat);
                 let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
                 if !nat_done && (prio > nat_prio || (is_nat && !first_packet)) {
                     nat_done = true;
-                    let mut p = hdr(&ctx);
+                    let mut p = hdr(&ctx, &oif);
                     env.hooks.nat_point(hook, &mut p);
                     write_back(&mut ctx, &p);
                 }
@@ -1605,20 +1612,28 @@ impl JitProgram {
                     }
                 };
                 let logs = std::mem::take(&mut env.logs);
-                return Ok(done(&ctx, fate, logs, path));
+                return Ok(done(&ctx, fate, logs, path, &oif));
             }
             if hook == Hook::Prerouting {
                 // routing: a destination NAT decides where the packet goes on
-                let routed = env.hooks.route(path, &hdr(&ctx));
+                let (routed, routed_oif) = env.hooks.route(path, &hdr(&ctx, &oif));
                 if routed != path && routed.hooks().first() == Some(&Hook::Prerouting) {
                     path = routed;
                     env.path = routed;
+                }
+                if routed_oif != oif {
+                    self.iface_bits(routed_oif.as_deref(), &mut routed_oif_bits);
+                    // the buffer lives until the end of this function, past every use of
+                    // `ctx`
+                    ctx.oif_bits = routed_oif_bits.as_ptr();
+                    env.oif = routed_oif.clone();
+                    oif = routed_oif;
                 }
             }
         }
         ctx.rule = last;
         let logs = std::mem::take(&mut env.logs);
-        Ok(done(&ctx, Fate::Accept, logs, path))
+        Ok(done(&ctx, Fate::Accept, logs, path, &oif))
     }
 }
 
