@@ -326,6 +326,118 @@ fn nfqueue_nat_seen_from_both_sides() -> Result<(), String> {
     Ok(())
 }
 
+const RULES_IPVS: &str = "
+service web {
+    virtual tcp 192.0.2.1:80;
+    scheduler rr;
+    real 198.51.100.2:80 weight 1 nat;
+    real 198.51.100.3:80 weight 1 nat;
+    real 198.51.100.4:80 weight 1 nat;
+}
+table filter {
+    chain input policy drop { iif f0 tcp dport 80 accept; }
+    chain forward policy drop { ct state established,related accept; }
+}
+";
+
+/// An IPVS service over three real servers under NFQUEUE: six connections to the virtual
+/// address go round robin, each stays on its server, and `fwc ipvs -L -n` lists the service.
+fn nfqueue_ipvs_round_robin_over_three_servers() -> Result<(), String> {
+    let net = Net::new();
+    for a in ["198.51.100.3/24", "198.51.100.4/24"] {
+        ok(Some(&net.s), &["ip", "addr", "add", a, "dev", "s0"]);
+    }
+    let id = std::process::id();
+    let rules = std::env::temp_dir().join(format!("fwc-netns-ipvs-{id}.fw"));
+    let socket = std::env::temp_dir().join(format!("fwc-netns-ipvs-{id}.sock"));
+    std::fs::write(&rules, RULES_IPVS).unwrap();
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, &[]);
+    // every connection is answered, message after message, with the server address it
+    // reached
+    let srv = spawn_py(
+        &net.s,
+        r#"
+import socket, threading, time, select
+def serve(c):
+    try:
+        while c.recv(100):
+            c.sendall(c.getsockname()[0].encode())
+    except Exception:
+        pass
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 80)); s.listen(8)
+end = time.time() + 20
+while time.time() < end:
+    if select.select([s], [], [], 0.2)[0]:
+        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#,
+        Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let o = sh(
+        Some(&net.c),
+        &[
+            "python3",
+            "-c",
+            r#"
+import socket
+for i in range(6):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect(("192.0.2.1", 80)); got = []
+        for m in (b"a", b"b"):
+            s.sendall(m); got.append(s.recv(20).decode())
+        print(" ".join(got))
+    except Exception as e:
+        print("error:", type(e).__name__)
+    s.close()
+"#,
+        ],
+    );
+    let (_, listing, _) = fwc_ctl(&["ipvs", "-L", "-n"], &socket);
+    let out = stop(&mut fw, srv);
+    let _ = std::fs::remove_file(&rules);
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let log = format!(
+        "client:\n{}\nipvs -L -n:\n{listing}fwc stderr:\n{}",
+        lines.join("\n"),
+        out.1
+    );
+    let mut per_server = std::collections::BTreeMap::new();
+    for l in &lines {
+        let v: Vec<&str> = l.split(' ').collect();
+        if v.len() != 2 || v[0] != v[1] || !v[0].starts_with("198.51.100.") {
+            return Err(format!(
+                "each connection should reach one real server and stay there\n{log}"
+            ));
+        }
+        *per_server.entry(v[0].to_string()).or_insert(0) += 1;
+    }
+    if lines.len() != 6 || per_server.len() != 3 || per_server.values().any(|&n| n != 2) {
+        return Err(format!(
+            "round robin should give each of the 3 servers 2 of the 6 connections: {per_server:?}\n{log}"
+        ));
+    }
+    // consecutive connections go to different servers, in the scheduler's order
+    if lines.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!(
+            "round robin should never pick the same server twice in a row\n{log}"
+        ));
+    }
+    if !listing.contains("TCP  192.0.2.1:80 rr")
+        || ["198.51.100.2:80", "198.51.100.3:80", "198.51.100.4:80"]
+            .iter()
+            .any(|r| !listing.lines().any(|l| l.contains(r) && l.contains("Masq")))
+    {
+        return Err(format!(
+            "ipvs -L -n should list the service and its servers\n{log}"
+        ));
+    }
+    Ok(())
+}
+
 /// A TCP echo server on ports 80 and 81 in the server namespace, one thread per connection,
 /// so that a connection can stay open; exits after `secs`.
 fn echo_server(ns: &str, secs: u32) -> Child {
@@ -558,11 +670,15 @@ fn is_root() -> bool {
 type Test = fn() -> Result<(), String>;
 
 fn main() {
-    let tests: [(&str, Test); 3] = [
+    let tests: [(&str, Test); 4] = [
         ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
         (
             "nfqueue_nat_seen_from_both_sides",
             nfqueue_nat_seen_from_both_sides,
+        ),
+        (
+            "nfqueue_ipvs_round_robin_over_three_servers",
+            nfqueue_ipvs_round_robin_over_three_servers,
         ),
         (
             "control_socket_and_reload_under_traffic",
