@@ -940,7 +940,7 @@ fn cmd_run(
         );
     }
     if list_ipvs {
-        print!("{}", fwc_runtime::ipvs::list(&dp.services, 4096));
+        print!("{}", dp.ipvs_listing());
     }
     if list_conntrack {
         print!("{}", dp.ct.list(last_ms));
@@ -1055,7 +1055,7 @@ fn cmd_run_nfqueue(
         }
     }
     if list_ipvs {
-        print!("{}", fwc_runtime::ipvs::list(&dp.services, 4096));
+        print!("{}", dp.ipvs_listing());
     }
     if list_conntrack {
         print!("{}", dp.ct.list(0));

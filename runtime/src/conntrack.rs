@@ -260,6 +260,22 @@ pub struct Entry {
     next: [u32; 2],
 }
 
+/// Set in a binding (`Table::ipvs`) while the connection counts in its real server's
+/// ActiveConn.
+const IPVS_ACTIVE: u32 = 1 << 31;
+
+/// A change in the connection counts of an IPVS real server, for the datapath to apply
+/// (`Table::take_ipvs_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpvsEvent {
+    /// the binding id given to [`Table::bind_ipvs`]
+    pub binding: u32,
+    /// change of ActiveConn
+    pub active: i32,
+    /// change of InActConn
+    pub inactive: i32,
+}
+
 const NIL: u32 = u32::MAX;
 
 impl Entry {
@@ -321,6 +337,12 @@ pub struct Table {
     /// random keys of the bucket hash (so that chains cannot be predicted from outside)
     key: (u64, u64),
     pub stats: Stats,
+    /// IPVS connection count changes not yet taken by the datapath
+    ipvs_events: Vec<IpvsEvent>,
+    /// entry index -> the IPVS real server it is bound to (`bind_ipvs`), with
+    /// [`IPVS_ACTIVE`] set while it counts as active: kept beside the entries, so that
+    /// connections without IPVS pay nothing for it
+    ipvs: std::collections::HashMap<u32, u32>,
 }
 
 /// seq comparisons modulo 2^32
@@ -601,6 +623,8 @@ impl Table {
                 (r.hash_one(1u8), r.hash_one(2u8))
             },
             stats: Stats::default(),
+            ipvs_events: Vec::new(),
+            ipvs: std::collections::HashMap::new(),
         }
     }
 
@@ -730,10 +754,14 @@ impl Table {
             .as_ref()
             .is_some_and(Entry::confirmed);
         if confirmed {
+            if let Some(tag) = self.ipvs.remove(&idx) {
+                self.ipvs_unbound(tag);
+            }
             self.unlink(idx, 0);
             self.unlink(idx, 1);
             self.count -= 1;
         }
+        self.ipvs.remove(&idx);
         if self.entries[idx as usize].take().is_some() {
             self.free.push(idx);
         }
@@ -751,8 +779,66 @@ impl Table {
         }
     }
 
+    /// A confirmed entry bound to a real server goes: its count drops.
+    fn ipvs_unbound(&mut self, tag: u32) {
+        let active = tag & IPVS_ACTIVE != 0;
+        self.ipvs_events.push(IpvsEvent {
+            binding: tag & !IPVS_ACTIVE,
+            active: -i32::from(active),
+            inactive: -i32::from(!active),
+        });
+    }
+
+    /// Binds an unconfirmed entry to an IPVS real server (`binding`, below 2^31): once
+    /// confirmed it counts in that server's InActConn, in ActiveConn while its TCP state is
+    /// ESTABLISHED, and leaves the counts when the entry goes (as `ip_vs_bind_dest` and the
+    /// IPVS state table do).
+    pub fn bind_ipvs(&mut self, id: EntryId, binding: u32) {
+        if matches!(self.entries.get(id.0 as usize), Some(Some(e)) if !e.confirmed()) {
+            self.ipvs.insert(id.0, binding & !IPVS_ACTIVE);
+        }
+    }
+
+    /// The IPVS count changes since the last call, in order.
+    pub fn take_ipvs_events(&mut self) -> Vec<IpvsEvent> {
+        std::mem::take(&mut self.ipvs_events)
+    }
+
+    /// An entry's TCP state changed: an IPVS connection becomes active on reaching
+    /// ESTABLISHED and inactive on leaving it.
+    fn ipvs_state(&mut self, idx: u32) {
+        if self.ipvs.is_empty() {
+            return;
+        }
+        let Some(e) = self.entries[idx as usize].as_ref() else {
+            return;
+        };
+        if !e.confirmed() {
+            return;
+        }
+        let est = e.tcp == TcpState::Established;
+        let Some(tag) = self.ipvs.get_mut(&idx) else {
+            return;
+        };
+        if est != (*tag & IPVS_ACTIVE != 0) {
+            *tag ^= IPVS_ACTIVE;
+            let d = if est { 1 } else { -1 };
+            self.ipvs_events.push(IpvsEvent {
+                binding: *tag & !IPVS_ACTIVE,
+                active: d,
+                inactive: -d,
+            });
+        }
+    }
+
     /// Deletes every entry (`conntrack -F`).
     pub fn flush(&mut self) {
+        let bound: Vec<(u32, u32)> = self.ipvs.drain().collect();
+        for (idx, tag) in bound {
+            if matches!(self.entries.get(idx as usize), Some(Some(e)) if e.confirmed()) {
+                self.ipvs_unbound(tag);
+            }
+        }
         self.entries.clear();
         self.free.clear();
         self.buckets.iter_mut().for_each(|b| *b = NIL);
@@ -786,7 +872,11 @@ impl Table {
         }
         let l4 = L4 { tuple, tcp: seg };
         match self.find(&tuple) {
-            Some((idx, dir)) => self.track_existing(now, idx, dir, &l4),
+            Some((idx, dir)) => {
+                let t = self.track_existing(now, idx, dir, &l4);
+                self.ipvs_state(idx);
+                t
+            }
             None => self.track_new(now, &l4),
         }
     }
@@ -968,13 +1058,22 @@ impl Table {
             let when = e.expires;
             self.timers.push(Reverse((when, idx)));
         }
+        if let Some(&binding) = self.ipvs.get(&idx) {
+            self.ipvs_events.push(IpvsEvent {
+                binding,
+                active: 0,
+                inactive: 1,
+            });
+        }
         let _ = now;
+        self.ipvs_state(idx);
         true
     }
 
     /// Forgets an unconfirmed entry (its packet was dropped).
     pub fn discard(&mut self, id: EntryId) {
         if matches!(self.entries.get(id.0 as usize), Some(Some(e)) if !e.confirmed()) {
+            self.ipvs.remove(&id.0);
             self.entries[id.0 as usize] = None;
             self.free.push(id.0);
         }

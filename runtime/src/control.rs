@@ -164,7 +164,7 @@ pub fn handle(
                     .into(),
             )
         }
-        Request::IpvsList => Ok(crate::ipvs::list(&dp.services, 4096)),
+        Request::IpvsList => Ok(dp.ipvs_listing()),
         Request::Reload(path) => {
             let jit = reload(&path)?;
             dp.replace_program(jit);

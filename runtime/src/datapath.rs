@@ -67,7 +67,15 @@ pub struct Datapath {
     /// `prerouting` (live sources: the kernel's). Without one, a forwarded packet keeps the
     /// output interface it was given.
     pub routes: Option<crate::live::Routes>,
+    /// IPVS bindings (service protocol, virtual address and port, real address and port),
+    /// interned: a connection's `Entry::ipvs` is an index here, stable across reloads
+    bindings: Vec<Binding>,
+    binding_ids: std::collections::HashMap<Binding, u32>,
+    /// (ActiveConn, InActConn) per binding
+    binding_counts: Vec<(u32, u32)>,
 }
+
+type Binding = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
 
 /// The datapath's side of the JIT's hooks for one packet.
 struct PacketHooks<'a> {
@@ -242,6 +250,9 @@ impl Datapath {
             stats: DatapathStats::default(),
             forwards: true,
             routes: None,
+            bindings: Vec::new(),
+            binding_ids: std::collections::HashMap::new(),
+            binding_counts: Vec::new(),
         }
     }
 
@@ -254,6 +265,54 @@ impl Datapath {
         self.jit = jit;
         self.services = services;
         self.locals = locals;
+        // the connections made go on counting on their servers, if still there
+        self.sync_ipvs();
+        for s in &mut self.services {
+            for d in &mut s.dests {
+                let key = (s.proto, s.vip, s.port, d.addr, d.port);
+                if let Some(&b) = self.binding_ids.get(&key) {
+                    (d.active, d.inactive) = self.binding_counts[b as usize];
+                }
+            }
+        }
+    }
+
+    /// Applies conntrack's IPVS count changes to the real servers.
+    fn sync_ipvs(&mut self) {
+        for ev in self.ct.take_ipvs_events() {
+            let Some(c) = self.binding_counts.get_mut(ev.binding as usize) else {
+                continue;
+            };
+            c.0 = c.0.saturating_add_signed(ev.active);
+            c.1 = c.1.saturating_add_signed(ev.inactive);
+            let (p, vip, vport, rip, rport) = self.bindings[ev.binding as usize];
+            let dest = self
+                .services
+                .iter_mut()
+                .filter(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
+                .flat_map(|s| s.dests.iter_mut())
+                .find(|d| (d.addr, d.port) == (rip, rport));
+            if let Some(d) = dest {
+                (d.active, d.inactive) = *c;
+            }
+        }
+    }
+
+    /// The virtual services as `ipvsadm -L -n` prints them, with their current counts.
+    pub fn ipvs_listing(&mut self) -> String {
+        self.sync_ipvs();
+        ipvs::list(&self.services, 4096)
+    }
+
+    fn binding(&mut self, key: Binding) -> u32 {
+        if let Some(&b) = self.binding_ids.get(&key) {
+            return b;
+        }
+        let b = self.bindings.len() as u32;
+        self.bindings.push(key);
+        self.binding_ids.insert(key, b);
+        self.binding_counts.push((0, 0));
+        b
     }
 
     /// Whether `addr` is one of this host's addresses (or a virtual service's).
@@ -377,6 +436,8 @@ impl Datapath {
         // entry, so that later packets and the replies are translated like any NAT
         let mut path = path;
         if let (Some(id), PathKind::Input) = (new_entry, path) {
+            // the counts the schedulers read, up to date (expiry ran in this packet's track)
+            self.sync_ipvs();
             let t = self.ct.get(id).map(|e| e.tuple[0]);
             if let Some(t) = t {
                 if let Some(svc) = self
@@ -384,7 +445,7 @@ impl Datapath {
                     .iter_mut()
                     .find(|s| s.proto == t.proto && s.vip == t.dst && s.port == t.dport)
                 {
-                    let Some(k) = svc.schedule(t.src, t.sport) else {
+                    let Some(k) = svc.pick(t.src, t.sport) else {
                         self.ct.discard(id);
                         self.stats.dropped += 1;
                         return self.dropped(
@@ -408,7 +469,10 @@ impl Datapath {
                     let mut after = t;
                     after.dst = d.addr;
                     after.dport = d.port;
+                    let key = (svc.proto, svc.vip, svc.port, d.addr, d.port);
                     self.ct.set_nat(id, after, Manip::Dst);
+                    let b = self.binding(key);
+                    self.ct.bind_ipvs(id, b);
                     path = PathKind::Forward;
                 }
             }

@@ -369,11 +369,17 @@ impl Service {
     /// Schedules a new connection; the chosen destination counts it as inactive until it is
     /// established (TCP), as IPVS does.
     pub fn schedule(&mut self, client: Ipv4Addr, client_port: u16) -> Option<usize> {
-        let i = self
-            .scheduler
-            .schedule(&self.dests, client, client_port, self.vip)?;
+        let i = self.pick(client, client_port)?;
         self.dests[i].inactive += 1;
         Some(i)
+    }
+
+    /// Chooses the real server for a new connection without counting it: for a caller that
+    /// keeps the counts itself (the datapath counts a connection once conntrack confirms
+    /// it, and follows its state).
+    pub fn pick(&mut self, client: Ipv4Addr, client_port: u16) -> Option<usize> {
+        self.scheduler
+            .schedule(&self.dests, client, client_port, self.vip)
     }
 }
 

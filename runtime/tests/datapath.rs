@@ -355,12 +355,14 @@ fn an_ipvs_service_spreads_connections_and_keeps_each_on_its_server() {
     // round robin over the three real servers
     let reals: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(10, 0, 1, i)).collect();
     assert_eq!(chosen, [reals.clone(), reals].concat());
-    let l = fwc_runtime::ipvs::list(&dp.services, 4096);
+    // each server has two established connections
+    let l = dp.ipvs_listing();
     assert!(l.contains("TCP  198.51.100.10:80 rr"), "{l}");
-    assert!(
-        l.contains("  -> 10.0.1.1:8080                Masq    1      0          2         "),
-        "{l}"
-    );
+    for r in 1..=3 {
+        let line =
+            format!("  -> 10.0.1.{r}:8080                Masq    1      2          0         ");
+        assert!(l.contains(&line), "{l}");
+    }
 }
 
 /// The control socket, in process: a client thread asks while the datapath's loop polls.
@@ -434,5 +436,89 @@ fn the_control_socket_lists_counts_flushes_and_reloads() {
     assert!(
         !sock.exists(),
         "the socket file is removed with its listener"
+    );
+}
+
+/// ActiveConn / InActConn follow the connections' TCP states and lifetimes, and `lc`
+/// schedules by them (overhead = active × 256 + inactive), across a reload too.
+#[test]
+fn ipvs_connection_counts_follow_conntrack_and_steer_lc() {
+    let src = LB
+        .replace("scheduler rr;", "scheduler lc;")
+        .replace("    real 10.0.1.3:8080 weight 1 nat;\n", "");
+    let compile = |src: &str| {
+        let c = fwc_compiler::compile_source("lb.fw", src, &MemFiles::default());
+        assert!(!c.has_errors(), "{:?}", c.diags);
+        JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap()
+    };
+    let mut dp = Datapath::new(compile(&src), Table::new(Config::default()), vec![]);
+    let vip = Ipv4Addr::new(198, 51, 100, 10);
+    let (r1, r2) = (Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2));
+    let a = Ipv4Addr::new(192, 0, 2, 1);
+    let syn = |dp: &mut Datapath, t: u64, client: Ipv4Addr| {
+        let d = dp.process(
+            t,
+            Link::RawIp,
+            &tcp_ip(client, 40000, vip, 80, 1, 0, SYN),
+            Some("eth0"),
+            Some("eth1"),
+        );
+        assert_eq!(d.fate, Fate::Accept, "{d:?}");
+        seen(d.frame.as_ref().unwrap()).2
+    };
+    let counts = |dp: &mut Datapath| -> Vec<(String, String)> {
+        dp.ipvs_listing()
+            .lines()
+            .filter(|l| l.starts_with("  -> 10."))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[4].to_string(), f[5].to_string())
+            })
+            .collect()
+    };
+    // A: scheduled to r1, then established both ways: active on r1
+    assert_eq!(syn(&mut dp, 0, a), r1);
+    for (t, p) in [
+        (1, tcp_ip(r1, 8080, a, 40000, 5, 2, SYN | ACK)),
+        (2, tcp_ip(a, 40000, vip, 80, 2, 6, ACK)),
+    ] {
+        let l = if t == 1 { "eth1" } else { "eth0" };
+        assert_eq!(
+            dp.process(t, Link::RawIp, &p, Some(l), None).fate,
+            Fate::Accept
+        );
+    }
+    assert_eq!(
+        counts(&mut dp),
+        [("1".into(), "0".into()), ("0".into(), "0".into())]
+    );
+    // B and C: r1's overhead is 256, r2's 0 and then 1: both go to r2, inactive (SYN_SENT)
+    assert_eq!(syn(&mut dp, 3, Ipv4Addr::new(192, 0, 2, 2)), r2);
+    assert_eq!(syn(&mut dp, 4, Ipv4Addr::new(192, 0, 2, 3)), r2);
+    assert_eq!(
+        counts(&mut dp),
+        [("1".into(), "0".into()), ("0".into(), "2".into())]
+    );
+    // a reload keeps them
+    dp.replace_program(compile(&src));
+    assert_eq!(
+        counts(&mut dp),
+        [("1".into(), "0".into()), ("0".into(), "2".into())]
+    );
+    // A is reset: it leaves ESTABLISHED, so r1 counts it as inactive
+    let rst = tcp_ip(a, 40000, vip, 80, 2, 6, RST);
+    assert_eq!(
+        dp.process(5, Link::RawIp, &rst, Some("eth0"), None).fate,
+        Fate::Accept
+    );
+    assert_eq!(
+        counts(&mut dp),
+        [("0".into(), "1".into()), ("0".into(), "2".into())]
+    );
+    // five minutes later every entry has expired, and the counts are back to zero
+    assert_eq!(syn(&mut dp, 300_000, Ipv4Addr::new(192, 0, 2, 4)), r1);
+    assert_eq!(
+        counts(&mut dp),
+        [("0".into(), "1".into()), ("0".into(), "0".into())]
     );
 }
