@@ -916,6 +916,13 @@ pub fn log_level_name(l: u8) -> &'static str {
 }
 
 /// The stable text form of a program.
+/// A rule's matches and statements in the IR's text form (as `print` shows them).
+pub fn rule_text(p: &Program, r: &Rule) -> String {
+    let mut parts: Vec<String> = r.preds.iter().map(fmt_pred).collect();
+    parts.extend(r.stmts.iter().map(|s| fmt_stmt(p, s)));
+    parts.join(" ")
+}
+
 pub fn print(p: &Program) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "; fwc ir v{}", crate::artefact::IR_VERSION);
@@ -954,13 +961,11 @@ pub fn print(p: &Program) -> String {
             }
         }
         for r in &c.rules {
-            let mut parts: Vec<String> = r.preds.iter().map(fmt_pred).collect();
-            parts.extend(r.stmts.iter().map(|s| fmt_stmt(p, s)));
             let _ = writeln!(
                 out,
                 "  r{}: {};  # line {}",
                 r.id.0,
-                parts.join(" "),
+                rule_text(p, r),
                 p.rule_locs[r.id.0 as usize].line
             );
         }

@@ -153,6 +153,24 @@ enum Cmd {
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// List a running datapath's rules with their packet and byte counters
+    List {
+        /// Number the rules of each chain
+        #[arg(long)]
+        line_numbers: bool,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Print a running datapath's rule counters as JSON, the profile `fwc build --profile` reads
+    Counters {
+        /// JSON (the only format; accepted for scripts that say so)
+        #[arg(long)]
+        json: bool,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Give a running datapath a new program; its connections and their NAT are kept
     Reload {
         /// A `.fw` program or a `fwc build` artefact
@@ -353,6 +371,17 @@ fn real_main() -> ExitCode {
             socket,
         } => cmd_control(&out, &socket, &fwc_runtime::control::Request::IpvsList),
         Cmd::Reload { file, socket } => cmd_reload(&out, &file, &socket),
+        Cmd::List {
+            line_numbers,
+            socket,
+        } => cmd_control(
+            &out,
+            &socket,
+            &fwc_runtime::control::Request::List { line_numbers },
+        ),
+        Cmd::Counters { json: _, socket } => {
+            cmd_control(&out, &socket, &fwc_runtime::control::Request::Counters)
+        }
     }
 }
 

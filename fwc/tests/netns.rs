@@ -569,6 +569,23 @@ fn control_socket_and_reload_under_traffic() -> Result<(), String> {
         if st != 0 || count.trim() != "1" {
             return Err(format!("conntrack -C: status {st}: {count:?}"));
         }
+        // the rule that let the connection's later packets through has counted them
+        let (st, rules_list, err) = fwc_ctl(&["list", "--line-numbers"], &socket);
+        let established = rules_list
+            .lines()
+            .find(|l| l.contains("ct state") && l.contains("accept"))
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>());
+        match established.as_deref() {
+            Some(["1", pkts, _]) if st == 0 && pkts.parse::<u64>().is_ok_and(|n| n >= 2) => {}
+            _ => return Err(format!("fwc list: status {st}\n{rules_list}{err}")),
+        }
+        let (st, json, _) = fwc_ctl(&["counters", "--json"], &socket);
+        if st != 0
+            || !json.starts_with("{\"rules\":[{")
+            || !json.contains("\"chain\":\"filter/forward\"")
+        {
+            return Err(format!("fwc counters --json: status {st}\n{json}"));
+        }
         // a program that does not compile is refused here, and the datapath keeps its own
         let (st, _, err) = fwc_ctl(&["reload", broken.to_str().unwrap()], &socket);
         if st != 1 || !err.contains("error") {

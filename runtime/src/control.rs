@@ -32,6 +32,10 @@ pub enum Request {
     ConntrackFlush,
     /// `ipvsadm -L -n`
     IpvsList,
+    /// the rules with their counters (`iptables -L -v -x`), with rule numbers or not
+    List { line_numbers: bool },
+    /// the rules' counters as JSON, the profile `fwc build --profile` reads
+    Counters,
     /// compile this file (source or artefact) and swap it in
     Reload(PathBuf),
 }
@@ -43,6 +47,11 @@ impl Request {
             Request::ConntrackCount => "conntrack -C".into(),
             Request::ConntrackFlush => "conntrack -F".into(),
             Request::IpvsList => "ipvs -L -n".into(),
+            Request::List {
+                line_numbers: false,
+            } => "list".into(),
+            Request::List { line_numbers: true } => "list --line-numbers".into(),
+            Request::Counters => "counters --json".into(),
             Request::Reload(p) => format!("reload {}", p.display()),
         }
     }
@@ -54,6 +63,11 @@ impl Request {
             "conntrack -C" => Request::ConntrackCount,
             "conntrack -F" => Request::ConntrackFlush,
             "ipvs -L -n" => Request::IpvsList,
+            "list" => Request::List {
+                line_numbers: false,
+            },
+            "list --line-numbers" => Request::List { line_numbers: true },
+            "counters --json" => Request::Counters,
             _ => Request::Reload(PathBuf::from(line.strip_prefix("reload ")?)),
         })
     }
@@ -165,12 +179,81 @@ pub fn handle(
             )
         }
         Request::IpvsList => Ok(dp.ipvs_listing()),
+        Request::List { line_numbers } => Ok(list_rules(dp, line_numbers)),
+        Request::Counters => Ok(counters_json(dp)),
         Request::Reload(path) => {
             let jit = reload(&path)?;
             dp.replace_program(jit);
             Ok(String::new())
         }
     }
+}
+
+/// The base chains and the subchains with their rules and counters, as `iptables -L -v -x`
+/// shows them: per chain a header, then one line per rule with its packets and bytes, the
+/// rule in the IR's text form and its source location.
+pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
+    use fwc_compiler::ir::{rule_text, ChainKind, Policy};
+    use std::fmt::Write as _;
+    let p = dp.program();
+    let counters = dp.rule_counters();
+    let mut out = String::new();
+    for (i, c) in p.chains.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match &c.kind {
+            ChainKind::Base { policy, .. } => {
+                let policy = match policy {
+                    Policy::Accept => "accept",
+                    Policy::Drop => "drop",
+                };
+                let _ = writeln!(out, "Chain {} (policy {policy})", c.display_name());
+            }
+            ChainKind::Sub { .. } => {
+                let _ = writeln!(out, "Chain {}", c.display_name());
+            }
+        }
+        let num = if line_numbers { "num  " } else { "" };
+        let _ = writeln!(out, "{num}{:>10} {:>12}  rule", "pkts", "bytes");
+        for (k, r) in c.rules.iter().enumerate() {
+            let (pk, by) = counters.get(r.id.0 as usize).copied().unwrap_or_default();
+            let num = if line_numbers {
+                format!("{:<5}", k + 1)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "{num}{pk:>10} {by:>12}  {}  # {}",
+                rule_text(p, r),
+                p.rule_location(r.id)
+            );
+        }
+    }
+    out
+}
+
+/// The rules' counters as JSON: `{"rules":[{"location":"FILE:LINE","chain":...,"packets":N,
+/// "bytes":N},...]}`, which `fwc build --profile` reads back.
+pub fn counters_json(dp: &Datapath) -> String {
+    let p = dp.program();
+    let counters = dp.rule_counters();
+    let rules: Vec<serde_json::Value> = p
+        .chains
+        .iter()
+        .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
+        .map(|(c, r)| {
+            let (packets, bytes) = counters.get(r.id.0 as usize).copied().unwrap_or_default();
+            serde_json::json!({
+                "location": p.rule_location(r.id),
+                "chain": c.display_name(),
+                "packets": packets,
+                "bytes": bytes,
+            })
+        })
+        .collect();
+    format!("{}\n", serde_json::json!({ "rules": rules }))
 }
 
 /// The client side: sends `req` to the datapath listening on `socket` and returns its reply.
@@ -212,6 +295,11 @@ mod tests {
             Request::ConntrackCount,
             Request::ConntrackFlush,
             Request::IpvsList,
+            Request::List { line_numbers: true },
+            Request::List {
+                line_numbers: false,
+            },
+            Request::Counters,
             Request::Reload(PathBuf::from("/etc/fwc/host.fw")),
         ] {
             assert_eq!(Request::parse(&(r.to_line() + "\n")), Some(r));

@@ -320,6 +320,11 @@ impl Datapath {
         self.locals.contains(&addr)
     }
 
+    /// Per-rule (packets, bytes) counters of the program running, indexed by rule id.
+    pub fn rule_counters(&self) -> Vec<(u64, u64)> {
+        self.jit.counters().collect()
+    }
+
     pub fn program(&self) -> &Program {
         self.jit.program()
     }

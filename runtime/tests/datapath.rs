@@ -387,11 +387,13 @@ fn the_control_socket_lists_counts_flushes_and_reloads() {
             let ask = |r: Request| request(&sock, &r).unwrap();
             let list = ask(Request::ConntrackList).unwrap();
             let count = ask(Request::ConntrackCount).unwrap();
+            let rules = ask(Request::List { line_numbers: true }).unwrap();
+            let counters = ask(Request::Counters).unwrap();
             let bad = ask(Request::Reload("/nonexistent/x.fw".into()));
             let reload = ask(Request::Reload("/ok.fw".into()));
             let flushed = ask(Request::ConntrackFlush).unwrap();
             let after = ask(Request::ConntrackCount).unwrap();
-            (list, count, bad, reload, flushed, after)
+            (list, count, bad, reload, flushed, after, rules, counters)
         })
     };
     let mut reloads = 0;
@@ -414,7 +416,33 @@ fn the_control_socket_lists_counts_flushes_and_reloads() {
         ctl.poll(&mut dp, 1000, &mut reload);
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let (list, count, bad, reload_reply, flushed, after) = client.join().unwrap();
+    let (list, count, bad, reload_reply, flushed, after, rules, counters) = client.join().unwrap();
+    // the forward rule that let the SYN out counted it, in `fwc list` and in the profile
+    let line = rules
+        .lines()
+        .find(|l| l.contains("ip saddr 10.0.0.0/24") && l.contains("accept"))
+        .unwrap_or_else(|| panic!("{rules}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        (f[0], f[1], f[2]),
+        ("2", "1", syn.len().to_string().as_str()),
+        "{rules}"
+    );
+    assert!(line.ends_with("# router.fw:11"), "{line}");
+    assert!(
+        rules.starts_with("Chain nat/prerouting (policy accept)\n"),
+        "{rules}"
+    );
+    let profile = fwc_compiler::opt::Profile::parse(&counters).unwrap();
+    assert_eq!(
+        profile
+            .rules
+            .iter()
+            .find(|r| r.location == "router.fw:11")
+            .map(|r| r.packets),
+        Some(1),
+        "{counters}"
+    );
     assert!(
         list.starts_with("tcp      6 119 SYN_SENT src=10.0.0.2 dst=198.51.100.9 sport=40000 dport=443 [UNREPLIED] src=198.51.100.9 dst=203.0.113.2 sport=443 dport=40000"),
         "{list}"
