@@ -127,62 +127,65 @@ pub struct NfqStats {
     pub modified: u64,
 }
 
-/// Serves NFQUEUE queues until `stop` is set: each queued IPv4 packet goes through the
-/// datapath and gets its verdict (with the rewritten payload when NAT changed it). One
-/// worker serves every queue given. With `fail_open` the kernel accepts packets when the
-/// queue is full instead of dropping them.
-///
-/// `between` runs between packets (and about every millisecond when none comes) with the
-/// datapath and its clock (ms): the caller serves its control socket and reloads there.
-pub fn run_nfqueue(
-    dp: &mut Datapath,
+/// What a packet handler decides for one queued packet.
+pub enum QueueVerdict {
+    Accept,
+    /// accept with these bytes instead of the packet's
+    AcceptModified(Vec<u8>),
+    Drop,
+    /// hand to another queue
+    Queue(u16),
+}
+
+/// Serves NFQUEUE queues until `stop` is set, giving each packet the verdict `handle`
+/// decides from its bytes and its input and output interface indices. `between` runs
+/// between packets. When the queues are empty the loop backs off, from yielding the CPU to
+/// sleeping up to a millisecond, so that an idle datapath costs little and a busy one
+/// never sleeps.
+pub fn serve_queues(
     queues: &[u16],
     fail_open: bool,
     stop: &AtomicBool,
-    between: &mut dyn FnMut(&mut Datapath, u64),
-) -> io::Result<NfqStats> {
+    handle: &mut dyn FnMut(&[u8], u32, u32) -> QueueVerdict,
+    between: &mut dyn FnMut(),
+) -> io::Result<u64> {
     let mut q = nfq::Queue::open()?;
     for &n in queues {
         q.bind(n)?;
         q.set_fail_open(n, fail_open)?;
         q.set_copy_range(n, u16::MAX)?;
+        q.set_queue_max_len(n, 4096)?;
     }
     q.set_nonblocking(true);
-    let start = Instant::now();
-    let mut stats = NfqStats::default();
+    let mut idle = 0u32;
+    let mut packets = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        between(dp, start.elapsed().as_millis() as u64);
+        between();
         let mut msg = match q.recv() {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(1));
+                idle = idle.saturating_add(1);
+                match idle {
+                    0..=64 => std::thread::yield_now(),
+                    65..=1000 => std::thread::sleep(Duration::from_micros(20)),
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        stats.packets += 1;
-        let payload = msg.get_payload().to_vec();
-        let iif = ifname(msg.get_indev());
-        // queued before routing, a packet has no output interface yet: the datapath's
-        // routing (`Datapath::routes`) gives it one after prerouting
-        let oif = ifname(msg.get_outdev());
-        let now = start.elapsed().as_millis() as u64;
-        let d = dp.process(now, Link::RawIp, &payload, iif.as_deref(), oif.as_deref());
-        let verdict = match (d.fate, d.frame) {
-            (Fate::Accept, Some(frame)) => {
-                if frame != payload {
-                    msg.set_payload(frame);
-                    stats.modified += 1;
-                }
-                stats.accepted += 1;
+        idle = 0;
+        packets += 1;
+        let v = handle(msg.get_payload(), msg.get_indev(), msg.get_outdev());
+        let verdict = match v {
+            QueueVerdict::Accept => nfq::Verdict::Accept,
+            QueueVerdict::AcceptModified(bytes) => {
+                msg.set_payload(bytes);
                 nfq::Verdict::Accept
             }
-            (Fate::Queue { num, .. }, _) => nfq::Verdict::Queue(num),
-            _ => {
-                stats.dropped += 1;
-                nfq::Verdict::Drop
-            }
+            QueueVerdict::Drop => nfq::Verdict::Drop,
+            QueueVerdict::Queue(n) => nfq::Verdict::Queue(n),
         };
         msg.set_verdict(verdict);
         q.verdict(msg)?;
@@ -190,6 +193,67 @@ pub fn run_nfqueue(
     for &n in queues {
         let _ = q.unbind(n);
     }
+    Ok(packets)
+}
+
+/// Interface names by index, looked up once (`if_indextoname` is a system call).
+#[derive(Default)]
+struct IfNames(std::collections::HashMap<u32, Option<String>>);
+
+impl IfNames {
+    fn get(&mut self, index: u32) -> Option<String> {
+        self.0.entry(index).or_insert_with(|| ifname(index)).clone()
+    }
+}
+
+/// Serves NFQUEUE queues until `stop` is set: each queued IPv4 packet goes through the
+/// datapath and gets its verdict (with the rewritten payload when NAT changed it). One
+/// worker serves every queue given. With `fail_open` the kernel accepts packets when the
+/// queue is full instead of dropping them.
+///
+/// `between` runs between packets (and while the queues are idle) with the datapath and
+/// its clock (ms): the caller serves its control socket and reloads there.
+pub fn run_nfqueue(
+    dp: &mut Datapath,
+    queues: &[u16],
+    fail_open: bool,
+    stop: &AtomicBool,
+    between: &mut dyn FnMut(&mut Datapath, u64),
+) -> io::Result<NfqStats> {
+    let start = Instant::now();
+    let mut stats = NfqStats::default();
+    let mut names = IfNames::default();
+    // the datapath is used by both closures, one after the other
+    let dp = std::cell::RefCell::new(dp);
+    let mut handle = |payload: &[u8], indev: u32, outdev: u32| {
+        // queued before routing, a packet has no output interface yet: the datapath's
+        // routing (`Datapath::routes`) gives it one after prerouting
+        let iif = names.get(indev);
+        let oif = names.get(outdev);
+        let now = start.elapsed().as_millis() as u64;
+        let d = dp
+            .borrow_mut()
+            .process(now, Link::RawIp, payload, iif.as_deref(), oif.as_deref());
+        match (d.fate, d.frame) {
+            (Fate::Accept, Some(frame)) => {
+                stats.accepted += 1;
+                if frame != payload {
+                    stats.modified += 1;
+                    QueueVerdict::AcceptModified(frame)
+                } else {
+                    QueueVerdict::Accept
+                }
+            }
+            (Fate::Queue { num, .. }, _) => QueueVerdict::Queue(num),
+            _ => {
+                stats.dropped += 1;
+                QueueVerdict::Drop
+            }
+        }
+    };
+    let mut tick = || between(&mut dp.borrow_mut(), start.elapsed().as_millis() as u64);
+    let packets = serve_queues(queues, fail_open, stop, &mut handle, &mut tick)?;
+    stats.packets = packets;
     Ok(stats)
 }
 
