@@ -799,6 +799,14 @@ impl Table {
         }
     }
 
+    /// The IPVS binding of an entry, if it has one (`bind_ipvs`).
+    pub fn ipvs_binding(&self, id: EntryId) -> Option<u32> {
+        if self.ipvs.is_empty() {
+            return None;
+        }
+        self.ipvs.get(&id.0).map(|t| t & !IPVS_ACTIVE)
+    }
+
     /// The IPVS count changes since the last call, in order.
     pub fn take_ipvs_events(&mut self) -> Vec<IpvsEvent> {
         std::mem::take(&mut self.ipvs_events)

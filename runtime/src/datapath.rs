@@ -215,6 +215,12 @@ impl Hooks for PacketHooks<'_> {
             Hook::Prerouting | Hook::Output => Manip::Dst,
             _ => Manip::Src,
         };
+        // a connection to a virtual service keeps its virtual destination through
+        // prerouting and the input rules, as IPVS sees it at LOCAL_IN; it is sent to its real
+        // server after them (`Datapath::process`)
+        if manip == Manip::Dst && dir == Dir::Original && self.ct.ipvs_binding(id).is_some() {
+            return;
+        }
         let Some(e) = self.ct.get(id) else { return };
         if let Some((addr, port)) = nat::target(e, dir, manip) {
             match manip {
@@ -480,6 +486,14 @@ impl Datapath {
                     self.ct.bind_ipvs(id, b);
                     path = PathKind::Forward;
                 }
+            }
+        }
+        // a later packet of a connection to a virtual service, accepted by the input rules:
+        // IPVS sends it on to its real server (translated below), without the forward rules
+        if let Some((id, Dir::Original, _)) = track {
+            if path == PathKind::Input && new_entry.is_none() && self.ct.ipvs_binding(id).is_some()
+            {
+                path = PathKind::Forward;
             }
         }
         let forwarding = path == PathKind::Forward && self.forwards;

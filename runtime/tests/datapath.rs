@@ -550,3 +550,34 @@ fn ipvs_connection_counts_follow_conntrack_and_steer_lc() {
         [("0".into(), "1".into()), ("0".into(), "0".into())]
     );
 }
+
+/// A retransmitted SYN to a virtual service is still a new connection to the rules: as in
+/// Linux, it meets the input rules with its virtual destination (IPVS runs at LOCAL_IN) and
+/// goes to the real server already chosen, never through the forward rules.
+#[test]
+fn later_packets_to_a_virtual_service_take_the_input_rules_then_their_real_server() {
+    let c = fwc_compiler::compile_source("lb.fw", LB, &MemFiles::default());
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let vip = Ipv4Addr::new(198, 51, 100, 10);
+    let client = Ipv4Addr::new(192, 0, 2, 9);
+    let syn = tcp_ip(client, 40000, vip, 80, 1, 0, SYN);
+    let first = dp.process(0, Link::RawIp, &syn, Some("eth0"), None);
+    assert_eq!(first.fate, Fate::Accept, "{first:?}");
+    let real = seen(first.frame.as_ref().unwrap()).2;
+    let again = dp.process(1000, Link::RawIp, &syn, Some("eth0"), None);
+    assert_eq!(again.fate, Fate::Accept, "{again:?}");
+    assert_eq!(again.ct, Some(CtInfo::New));
+    assert_eq!(again.path, Some(fwc_compiler::interp::PathKind::Forward));
+    assert_eq!(
+        seen(again.frame.as_ref().unwrap()),
+        (client, 40000, real, 8080, 63)
+    );
+    // the input rule that accepted both counted them
+    let rules = fwc_runtime::control::list_rules(&dp, false);
+    let input = rules
+        .lines()
+        .find(|l| l.contains("dport 80"))
+        .unwrap_or_else(|| panic!("{rules}"));
+    assert_eq!(input.split_whitespace().next(), Some("2"), "{rules}");
+}
