@@ -149,6 +149,9 @@ enum Cmd {
         /// Numeric addresses and ports (always the case)
         #[arg(short = 'n', long = "numeric")]
         numeric: bool,
+        /// Connections, packets and bytes per service and real server
+        #[arg(long)]
+        stats: bool,
         /// The running datapath's control socket
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -368,8 +371,17 @@ fn real_main() -> ExitCode {
         Cmd::Ipvs {
             list: _,
             numeric: _,
+            stats,
             socket,
-        } => cmd_control(&out, &socket, &fwc_runtime::control::Request::IpvsList),
+        } => cmd_control(
+            &out,
+            &socket,
+            &if stats {
+                fwc_runtime::control::Request::IpvsStats
+            } else {
+                fwc_runtime::control::Request::IpvsList
+            },
+        ),
         Cmd::Reload { file, socket } => cmd_reload(&out, &file, &socket),
         Cmd::List {
             line_numbers,

@@ -394,6 +394,7 @@ for i in range(6):
         ],
     );
     let (_, listing, _) = fwc_ctl(&["ipvs", "-L", "-n"], &socket);
+    let (_, stats, _) = fwc_ctl(&["ipvs", "-L", "-n", "--stats"], &socket);
     let out = stop(&mut fw, srv);
     let _ = std::fs::remove_file(&rules);
     let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
@@ -434,6 +435,17 @@ for i in range(6):
         return Err(format!(
             "ipvs -L -n should list the service and its servers\n{log}"
         ));
+    }
+    // six connections, two per server, each with packets both ways
+    let svc = stats
+        .lines()
+        .find(|l| l.starts_with("TCP  192.0.2.1:80"))
+        .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>());
+    match svc.as_deref() {
+        Some(["6", inp, outp, _, _])
+            if inp.parse::<u64>().is_ok_and(|n| n >= 18)
+                && outp.parse::<u64>().is_ok_and(|n| n >= 12) => {}
+        _ => return Err(format!("ipvs --stats:\n{stats}\n{log}")),
     }
     Ok(())
 }

@@ -274,6 +274,8 @@ pub struct IpvsEvent {
     pub active: i32,
     /// change of InActConn
     pub inactive: i32,
+    /// a new connection (counted in the server's Conns)
+    pub opened: bool,
 }
 
 const NIL: u32 = u32::MAX;
@@ -786,6 +788,7 @@ impl Table {
             binding: tag & !IPVS_ACTIVE,
             active: -i32::from(active),
             inactive: -i32::from(!active),
+            opened: false,
         });
     }
 
@@ -835,6 +838,7 @@ impl Table {
                 binding: *tag & !IPVS_ACTIVE,
                 active: d,
                 inactive: -d,
+                opened: false,
             });
         }
     }
@@ -1071,6 +1075,7 @@ impl Table {
                 binding,
                 active: 0,
                 inactive: 1,
+                opened: true,
             });
         }
         let _ = now;

@@ -32,6 +32,8 @@ pub enum Request {
     ConntrackFlush,
     /// `ipvsadm -L -n`
     IpvsList,
+    /// `ipvsadm -L -n --stats`
+    IpvsStats,
     /// the rules with their counters (`iptables -L -v -x`), with rule numbers or not
     List { line_numbers: bool },
     /// the rules' counters as JSON, the profile `fwc build --profile` reads
@@ -47,6 +49,7 @@ impl Request {
             Request::ConntrackCount => "conntrack -C".into(),
             Request::ConntrackFlush => "conntrack -F".into(),
             Request::IpvsList => "ipvs -L -n".into(),
+            Request::IpvsStats => "ipvs -L -n --stats".into(),
             Request::List {
                 line_numbers: false,
             } => "list".into(),
@@ -63,6 +66,7 @@ impl Request {
             "conntrack -C" => Request::ConntrackCount,
             "conntrack -F" => Request::ConntrackFlush,
             "ipvs -L -n" => Request::IpvsList,
+            "ipvs -L -n --stats" => Request::IpvsStats,
             "list" => Request::List {
                 line_numbers: false,
             },
@@ -179,6 +183,7 @@ pub fn handle(
             )
         }
         Request::IpvsList => Ok(dp.ipvs_listing()),
+        Request::IpvsStats => Ok(dp.ipvs_stats_listing()),
         Request::List { line_numbers } => Ok(list_rules(dp, line_numbers)),
         Request::Counters => Ok(counters_json(dp)),
         Request::Reload(path) => {
@@ -295,6 +300,7 @@ mod tests {
             Request::ConntrackCount,
             Request::ConntrackFlush,
             Request::IpvsList,
+            Request::IpvsStats,
             Request::List { line_numbers: true },
             Request::List {
                 line_numbers: false,

@@ -73,6 +73,8 @@ pub struct Datapath {
     binding_ids: std::collections::HashMap<Binding, u32>,
     /// (ActiveConn, InActConn) per binding
     binding_counts: Vec<(u32, u32)>,
+    /// traffic per binding (`ipvsadm --stats`)
+    binding_stats: Vec<ipvs::Stats>,
 }
 
 type Binding = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
@@ -259,6 +261,7 @@ impl Datapath {
             bindings: Vec::new(),
             binding_ids: std::collections::HashMap::new(),
             binding_counts: Vec::new(),
+            binding_stats: Vec::new(),
         }
     }
 
@@ -291,6 +294,9 @@ impl Datapath {
             };
             c.0 = c.0.saturating_add_signed(ev.active);
             c.1 = c.1.saturating_add_signed(ev.inactive);
+            if ev.opened {
+                self.binding_stats[ev.binding as usize].conns += 1;
+            }
             let (p, vip, vport, rip, rport) = self.bindings[ev.binding as usize];
             let dest = self
                 .services
@@ -310,6 +316,17 @@ impl Datapath {
         ipvs::list(&self.services, 4096)
     }
 
+    /// The virtual services with their traffic, as `ipvsadm -L -n --stats` prints them.
+    pub fn ipvs_stats_listing(&mut self) -> String {
+        self.sync_ipvs();
+        let (ids, stats) = (&self.binding_ids, &self.binding_stats);
+        ipvs::list_stats(&self.services, 4096, |s, d| {
+            ids.get(&(s.proto, s.vip, s.port, d.addr, d.port))
+                .map(|&b| stats[b as usize])
+                .unwrap_or_default()
+        })
+    }
+
     fn binding(&mut self, key: Binding) -> u32 {
         if let Some(&b) = self.binding_ids.get(&key) {
             return b;
@@ -318,6 +335,7 @@ impl Datapath {
         self.bindings.push(key);
         self.binding_ids.insert(key, b);
         self.binding_counts.push((0, 0));
+        self.binding_stats.push(ipvs::Stats::default());
         b
     }
 
@@ -386,6 +404,7 @@ impl Datapath {
             PathKind::Forward
         };
         let ttl = ip.ttl();
+        let ip_len = ip.total_len();
         let meta = Meta {
             iif: iif.map(str::to_string),
             oif: oif.map(str::to_string),
@@ -524,6 +543,20 @@ impl Datapath {
             }
             if t != ttl {
                 p.set_ttl(t);
+            }
+        }
+        // IPVS traffic counters: in towards the real server, out from it
+        if let Some((id, dir, _)) = track {
+            if let Some(b) = self.ct.ipvs_binding(id) {
+                let st = &mut self.binding_stats[b as usize];
+                let len = u64::from(ip_len);
+                if dir == Dir::Original {
+                    st.inpkts += 1;
+                    st.inbytes += len;
+                } else {
+                    st.outpkts += 1;
+                    st.outbytes += len;
+                }
             }
         }
         self.stats.accepted += 1;

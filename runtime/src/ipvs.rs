@@ -383,6 +383,80 @@ impl Service {
     }
 }
 
+/// Traffic counters of a real server (and, summed, of a service), as `ipvsadm --stats`
+/// shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.conns += o.conns;
+        self.inpkts += o.inpkts;
+        self.outpkts += o.outpkts;
+        self.inbytes += o.inbytes;
+        self.outbytes += o.outbytes;
+    }
+
+    fn write(&self, out: &mut String) {
+        for v in [
+            self.conns,
+            self.inpkts,
+            self.outpkts,
+            self.inbytes,
+            self.outbytes,
+        ] {
+            out.push_str(&largenum(v));
+        }
+        out.push('\n');
+    }
+}
+
+/// ipvsadm's `print_largenum`: 9 columns, scaled by thousands from 10^8 on.
+fn largenum(i: u64) -> String {
+    match i {
+        0..100_000_000 => format!("{i:9}"),
+        100_000_000..1_000_000_000 => format!("{:8}K", i / 1_000),
+        1_000_000_000..100_000_000_000 => format!("{:8}M", i / 1_000_000),
+        100_000_000_000..100_000_000_000_000 => format!("{:8}G", i / 1_000_000_000),
+        _ => format!("{:8}T", i / 1_000_000_000_000),
+    }
+}
+
+/// `ipvsadm -L -n --stats` for these services; `stats` gives each real server's counters.
+pub fn list_stats(
+    services: &[Service],
+    table_size: usize,
+    stats: impl Fn(&Service, &Dest) -> Stats,
+) -> String {
+    let mut out = format!(
+        "IP Virtual Server version 1.2.1 (size={table_size})\n{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+        "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+    );
+    for s in services {
+        let proto = match s.proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "SCTP",
+        };
+        let per: Vec<Stats> = s.dests.iter().map(|d| stats(s, d)).collect();
+        let mut total = Stats::default();
+        per.iter().for_each(|d| total.add(d));
+        let _ = write!(out, "{:<33}", format!("{proto}  {}:{}", s.vip, s.port));
+        total.write(&mut out);
+        for (d, st) in s.dests.iter().zip(&per) {
+            let _ = write!(out, "  -> {:<28}", format!("{}:{}", d.addr, d.port));
+            st.write(&mut out);
+        }
+    }
+    out
+}
+
 /// `ipvsadm -L -n` for these services.
 pub fn list(services: &[Service], table_size: usize) -> String {
     let mut out = format!(
@@ -439,6 +513,32 @@ mod tests {
                 .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn stats_listing_matches_ipvsadm() {
+        let s = Service::new(
+            6,
+            Ipv4Addr::new(10, 0, 0, 100),
+            80,
+            "wlc",
+            vec![Dest::new(Ipv4Addr::new(10, 244, 1, 23), 8080, 1)],
+        )
+        .unwrap();
+        let l = list_stats(&[s], 4096, |_, _| Stats {
+            conns: 169,
+            inpkts: 1211,
+            outpkts: 1100,
+            inbytes: 199_557,
+            outbytes: 650_000,
+        });
+        assert_eq!(
+            l,
+            "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\nTCP  10.0.0.100:80                     169     1211     1100   199557   650000\n  -> 10.244.1.23:8080                  169     1211     1100   199557   650000\n"
+        );
+        assert_eq!(largenum(99_999_999), " 99999999");
+        assert_eq!(largenum(123_456_789), "  123456K");
+        assert_eq!(largenum(5_000_000_000), "    5000M");
     }
 
     #[test]

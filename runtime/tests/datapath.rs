@@ -363,6 +363,20 @@ fn an_ipvs_service_spreads_connections_and_keeps_each_on_its_server() {
             format!("  -> 10.0.1.{r}:8080                Masq    1      2          0         ");
         assert!(l.contains(&line), "{l}");
     }
+    // and its traffic: per connection a SYN and an ACK in, a SYN/ACK out, 40 bytes each
+    let st = dp.ipvs_stats_listing();
+    assert!(
+        st.contains(
+            "\nTCP  198.51.100.10:80                    6       12        6      480      240\n"
+        ),
+        "{st}"
+    );
+    for r in 1..=3 {
+        let line = format!(
+            "  -> 10.0.1.{r}:8080                       2        4        2      160       80\n"
+        );
+        assert!(st.contains(&line), "{st}");
+    }
 }
 
 /// The control socket, in process: a client thread asks while the datapath's loop polls.
