@@ -75,9 +75,16 @@ pub struct Datapath {
     binding_counts: Vec<(u32, u32)>,
     /// traffic per binding (`ipvsadm --stats`)
     binding_stats: Vec<ipvs::Stats>,
+    /// persistence templates: (protocol, virtual address, port, client address) -> (real
+    /// address, port, until when in ms)
+    persistence: std::collections::HashMap<Template, (Ipv4Addr, u16, u64)>,
+    persistence_sweep: usize,
 }
 
 type Binding = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+
+/// A persistence template's key: service protocol, virtual address and port, client address.
+type Template = (u8, Ipv4Addr, u16, Ipv4Addr);
 
 /// The datapath's side of the JIT's hooks for one packet.
 struct PacketHooks<'a> {
@@ -262,6 +269,8 @@ impl Datapath {
             binding_ids: std::collections::HashMap::new(),
             binding_counts: Vec::new(),
             binding_stats: Vec::new(),
+            persistence: std::collections::HashMap::new(),
+            persistence_sweep: 1024,
         }
     }
 
@@ -475,7 +484,21 @@ impl Datapath {
                     .iter_mut()
                     .find(|s| s.proto == t.proto && s.vip == t.dst && s.port == t.dport)
                 {
-                    let Some(k) = svc.pick(t.src, t.sport) else {
+                    // a persistent service sends a client back to the server it had, as long as
+                    // its template lives (IPVS persistence templates: client address ->
+                    // real server, refreshed by every packet of the client's connections)
+                    let tkey = (svc.proto, svc.vip, svc.port, t.src);
+                    let kept = svc.persistent.and_then(|_| {
+                        let &(addr, port, until) = self.persistence.get(&tkey)?;
+                        (until > now)
+                            .then(|| {
+                                svc.dests
+                                    .iter()
+                                    .position(|d| (d.addr, d.port) == (addr, port) && d.weight > 0)
+                            })
+                            .flatten()
+                    });
+                    let Some(k) = kept.or_else(|| svc.pick(t.src, t.sport)) else {
                         self.ct.discard(id);
                         self.stats.dropped += 1;
                         return self.dropped(
@@ -500,6 +523,15 @@ impl Datapath {
                     after.dst = d.addr;
                     after.dport = d.port;
                     let key = (svc.proto, svc.vip, svc.port, d.addr, d.port);
+                    if let Some(secs) = svc.persistent {
+                        self.persistence
+                            .insert(tkey, (d.addr, d.port, now + u64::from(secs) * 1000));
+                        // expired templates go when the map has doubled since the last sweep
+                        if self.persistence.len() > self.persistence_sweep {
+                            self.persistence.retain(|_, v| v.2 > now);
+                            self.persistence_sweep = (2 * self.persistence.len()).max(1024);
+                        }
+                    }
                     self.ct.set_nat(id, after, Manip::Dst);
                     let b = self.binding(key);
                     self.ct.bind_ipvs(id, b);
@@ -548,6 +580,18 @@ impl Datapath {
         // IPVS traffic counters: in towards the real server, out from it
         if let Some((id, dir, _)) = track {
             if let Some(b) = self.ct.ipvs_binding(id) {
+                let (p, vip, vport, _, _) = self.bindings[b as usize];
+                if let Some(client) = self.ct.get(id).map(|e| e.tuple[0].src) {
+                    if let Some(tpl) = self.persistence.get_mut(&(p, vip, vport, client)) {
+                        let secs = self
+                            .services
+                            .iter()
+                            .find(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
+                            .and_then(|s| s.persistent)
+                            .unwrap_or(0);
+                        tpl.2 = tpl.2.max(now + u64::from(secs) * 1000);
+                    }
+                }
                 let st = &mut self.binding_stats[b as usize];
                 let len = u64::from(ip_len);
                 if dir == Dir::Original {

@@ -595,3 +595,37 @@ fn later_packets_to_a_virtual_service_take_the_input_rules_then_their_real_serve
         .unwrap_or_else(|| panic!("{rules}"));
     assert_eq!(input.split_whitespace().next(), Some("2"), "{rules}");
 }
+
+/// A persistent service keeps a client on its real server for the template's time, then
+/// schedules it afresh.
+#[test]
+fn a_persistent_service_keeps_each_client_on_its_server_while_the_template_lives() {
+    let src = LB
+        .replace("scheduler rr;", "scheduler rr;\n    persistent 300;")
+        .replace("    real 10.0.1.3:8080 weight 1 nat;\n", "");
+    let c = fwc_compiler::compile_source("lb.fw", &src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let vip = Ipv4Addr::new(198, 51, 100, 10);
+    let (r1, r2) = (Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2));
+    let (a, b) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+    let mut conn = |t: u64, client: Ipv4Addr, sport: u16| {
+        let d = dp.process(
+            t,
+            Link::RawIp,
+            &tcp_ip(client, sport, vip, 80, 1, 0, SYN),
+            Some("eth0"),
+            None,
+        );
+        assert_eq!(d.fate, Fate::Accept, "{d:?}");
+        seen(d.frame.as_ref().unwrap()).2
+    };
+    assert_eq!(conn(0, a, 1000), r1);
+    // round robin alone would now pick r2: the template keeps a on r1
+    assert_eq!(conn(1_000, a, 1001), r1);
+    assert_eq!(conn(2_000, b, 2000), r2);
+    assert_eq!(conn(250_000, b, 2001), r2);
+    // 300 s after b's last connection its template has expired: round robin again (r1)
+    assert_eq!(conn(551_000, b, 2002), r1);
+}
