@@ -90,8 +90,8 @@ enum Cmd {
         /// Replay a capture (Ethernet or raw IP), offline and deterministic
         #[arg(
             long,
-            conflicts_with = "nfqueue",
-            required_unless_present = "nfqueue",
+            conflicts_with_all = ["nfqueue", "afpacket"],
+            required_unless_present_any = ["nfqueue", "afpacket"],
             requires = "out"
         )]
         pcap: Option<PathBuf>,
@@ -101,6 +101,9 @@ enum Cmd {
         /// Serve these NFQUEUE queue numbers (iptables ... -j NFQUEUE --queue-num N)
         #[arg(long, value_delimiter = ',')]
         nfqueue: Vec<u16>,
+        /// Route between these interfaces over AF_PACKET (with the kernel's ip_forward off)
+        #[arg(long, value_delimiter = ',', conflicts_with = "nfqueue")]
+        afpacket: Vec<String>,
         /// With --nfqueue: let the kernel accept packets when the queue is full
         #[arg(long)]
         fail_open: bool,
@@ -324,6 +327,7 @@ fn real_main() -> ExitCode {
             pcap,
             out: dest,
             nfqueue,
+            afpacket,
             fail_open,
             duration,
             local,
@@ -342,10 +346,14 @@ fn real_main() -> ExitCode {
                 (iif, oif),
                 (conntrack, ipvs),
             ),
-            _ => cmd_run_nfqueue(
+            _ => cmd_run_live(
                 &out,
                 &rules,
-                &nfqueue,
+                &if afpacket.is_empty() {
+                    LiveSource::Nfqueue(nfqueue)
+                } else {
+                    LiveSource::AfPacket(afpacket)
+                },
                 (fail_open, duration),
                 local,
                 (conntrack, ipvs),
@@ -993,10 +1001,18 @@ fn cmd_run(
     ExitCode::SUCCESS
 }
 
-fn cmd_run_nfqueue(
+/// Where a live datapath gets its packets.
+enum LiveSource {
+    /// NFQUEUE queue numbers
+    Nfqueue(Vec<u16>),
+    /// interfaces to route between over AF_PACKET
+    AfPacket(Vec<String>),
+}
+
+fn cmd_run_live(
     out: &Out,
     rules: &Path,
-    queues: &[u16],
+    source: &LiveSource,
     (fail_open, duration): (bool, Option<u64>),
     mut local: Vec<std::net::Ipv4Addr>,
     (list_conntrack, list_ipvs): (bool, bool),
@@ -1022,10 +1038,29 @@ fn cmd_run_nfqueue(
         fwc_runtime::conntrack::Table::new(Default::default()),
         local,
     );
-    // the kernel routes queued packets and decrements their TTL itself; its routes give a
-    // forwarded packet its output interface
-    dp.forwards = false;
-    dp.routes = Some(routes);
+    // under NFQUEUE the kernel routes queued packets and decrements their TTL itself; over
+    // AF_PACKET fwc forwards. Either way the kernel's routes give a forwarded packet its
+    // output interface.
+    dp.forwards = matches!(source, LiveSource::AfPacket(_));
+    dp.routes = Some(routes.clone());
+    let ports = match source {
+        LiveSource::AfPacket(ifs) => {
+            match ifs
+                .iter()
+                .map(|i| fwc_runtime::afpacket::Port::open(i))
+                .collect::<std::io::Result<Vec<_>>>()
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    out.error(&format!(
+                        "AF_PACKET: {e} (is fwc running as root, on existing interfaces?)"
+                    ));
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        LiveSource::Nfqueue(_) => Vec::new(),
+    };
     let mut control = match fwc_runtime::control::Control::bind(socket) {
         Ok(c) => c,
         Err(e) => {
@@ -1068,30 +1103,50 @@ fn cmd_run_nfqueue(
             live::STOP.store(true, std::sync::atomic::Ordering::Relaxed);
         });
     }
-    if out.format == Format::Human {
-        eprintln!(
-            "serving NFQUEUE {:?}{}",
-            queues,
-            if fail_open { " (fail-open)" } else { "" }
-        );
-    }
-    match live::run_nfqueue(&mut dp, queues, fail_open, &live::STOP, &mut between) {
-        Ok(s) => {
+    let result = match source {
+        LiveSource::Nfqueue(queues) => {
             if out.format == Format::Human {
                 eprintln!(
-                    "{} packets: {} accepted ({} rewritten), {} dropped; {} connections tracked",
-                    s.packets,
-                    s.accepted,
-                    s.modified,
-                    s.dropped,
-                    dp.ct.len()
+                    "serving NFQUEUE {:?}{}",
+                    queues,
+                    if fail_open { " (fail-open)" } else { "" }
                 );
+            }
+            live::run_nfqueue(&mut dp, queues, fail_open, &live::STOP, &mut between)
+                .map(|s| {
+                    format!(
+                        "{} packets: {} accepted ({} rewritten), {} dropped",
+                        s.packets, s.accepted, s.modified, s.dropped
+                    )
+                })
+                .map_err(|e| {
+                    format!(
+                        "NFQUEUE: {e} (is fwc running as root, with nfnetlink_queue available?)"
+                    )
+                })
+        }
+        LiveSource::AfPacket(ifs) => {
+            if out.format == Format::Human {
+                eprintln!("routing between {}", ifs.join(", "));
+            }
+            fwc_runtime::afpacket::run_router(&mut dp, &ports, &routes, &live::STOP, &mut between)
+                .map(|s| {
+                    format!(
+                        "{} frames: {} forwarded, {} dropped, {} left to the kernel, {} unresolved",
+                        s.frames, s.forwarded, s.dropped, s.local, s.unresolved
+                    )
+                })
+                .map_err(|e| format!("AF_PACKET: {e}"))
+        }
+    };
+    match result {
+        Ok(summary) => {
+            if out.format == Format::Human {
+                eprintln!("{summary}; {} connections tracked", dp.ct.len());
             }
         }
         Err(e) => {
-            out.error(&format!(
-                "NFQUEUE: {e} (is fwc running as root, with nfnetlink_queue available?)"
-            ));
+            out.error(&e);
             return ExitCode::from(1);
         }
     }

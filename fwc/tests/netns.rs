@@ -48,6 +48,12 @@ fn ok(ns: Option<&str>, args: &[&str]) {
 
 impl Net {
     fn new() -> Net {
+        Net::with(false)
+    }
+
+    /// The three namespaces; the firewall queues to fwc (NFQUEUE) or leaves routing to it
+    /// (AF_PACKET).
+    fn with(afpacket: bool) -> Net {
         let id = std::process::id();
         let n = Net {
             c: format!("fwc-c-{id}"),
@@ -88,19 +94,43 @@ impl Net {
             Some(s),
             &["ip", "route", "add", "default", "via", "198.51.100.1"],
         );
-        ok(Some(f), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        // fwc translates at the start of prerouting, before the kernel routes: a packet it
-        // masqueraded comes back into routing with one of the firewall's own addresses as
-        // its source, which the kernel drops as martian unless accept_local is set
-        ok(
-            Some(f),
-            &["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"],
-        );
-        // every packet the firewall receives goes to fwc, untracked by the kernel
-        for target in [&["CT", "--notrack"][..], &["NFQUEUE", "--queue-num", "7"]] {
-            let mut args = vec!["iptables", "-t", "raw", "-A", "PREROUTING", "-j"];
-            args.extend_from_slice(target);
-            ok(Some(f), &args);
+        if !afpacket {
+            ok(Some(f), &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            // fwc translates at the start of prerouting, before the kernel routes: a packet
+            // it masqueraded comes back into routing with one of the firewall's own
+            // addresses as its source, which the kernel drops as martian unless
+            // accept_local is set
+            ok(
+                Some(f),
+                &["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"],
+            );
+            // every packet the firewall receives goes to fwc, untracked by the kernel
+            for target in [&["CT", "--notrack"][..], &["NFQUEUE", "--queue-num", "7"]] {
+                let mut args = vec!["iptables", "-t", "raw", "-A", "PREROUTING", "-j"];
+                args.extend_from_slice(target);
+                ok(Some(f), &args);
+            }
+        } else {
+            // fwc routes: the kernel must neither forward nor answer the IP packets it sees
+            // copies of (with forwarding off it would send host-unreachable errors, and it
+            // would reset connections masqueraded behind its own address); ARP stays its
+            ok(Some(f), &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+            for i in ["f0", "f1"] {
+                ok(
+                    Some(f),
+                    &[
+                        "iptables",
+                        "-t",
+                        "raw",
+                        "-A",
+                        "PREROUTING",
+                        "-i",
+                        i,
+                        "-j",
+                        "DROP",
+                    ],
+                );
+            }
         }
         n
     }
@@ -158,14 +188,20 @@ except Exception as e:
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// `fwc run RULES --nfqueue 7` in `ns` for at most 25 s, with its control socket at `socket`.
+/// `fwc run RULES --nfqueue 7` (or, when `extra` has `--afpacket`, that source) in `ns`
+/// for at most 25 s, with its control socket at `socket`.
 fn spawn_fwc(ns: &str, rules: &std::path::Path, socket: &std::path::Path, extra: &[&str]) -> Child {
     Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(fwc_bin())
         .arg("run")
         .arg(rules)
-        .args(["--nfqueue", "7", "--duration", "25", "--socket"])
+        .args(if extra.contains(&"--afpacket") {
+            &[][..]
+        } else {
+            &["--nfqueue", "7"][..]
+        })
+        .args(["--duration", "25", "--socket"])
         .arg(socket)
         .args(extra)
         .stdout(Stdio::piped())
@@ -285,15 +321,21 @@ table filter {
 /// Masquerade and a port forward under NFQUEUE: the server sees the firewall's address, the
 /// client talks to the firewall's port 8080, and conntrack shows both translations.
 fn nfqueue_nat_seen_from_both_sides() -> Result<(), String> {
-    let net = Net::new();
+    nat_seen_from_both_sides(&Net::new(), &[])
+}
+
+/// Masquerade, a port forward and a blocked port through fwc in the firewall namespace,
+/// with `extra` arguments choosing its packet source.
+fn nat_seen_from_both_sides(net: &Net, extra: &[&str]) -> Result<(), String> {
     let id = std::process::id();
     let rules = std::env::temp_dir().join(format!("fwc-netns-nat-{id}.fw"));
     let socket = std::env::temp_dir().join(format!("fwc-netns-nat-{id}.sock"));
     std::fs::write(&rules, RULES_NAT).unwrap();
-    let mut fw = spawn_fwc(&net.f, &rules, &socket, &[]);
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, extra);
     let srv = server(&net.s, 20);
     std::thread::sleep(Duration::from_millis(700));
     let direct = tcp_from_client(&net.c, SERVER, 80, "");
+    let blocked = tcp_from_client(&net.c, SERVER, 81, "");
     let forwarded = tcp_from_client(&net.c, "192.0.2.1", 8080, "");
     let (st, list, _) = fwc_ctl(&["conntrack", "-L"], &socket);
     let out = stop(&mut fw, srv);
@@ -306,6 +348,9 @@ fn nfqueue_nat_seen_from_both_sides() -> Result<(), String> {
         return Err(format!(
             "the server should see the masqueraded address, got {direct:?}\n{log}"
         ));
+    }
+    if !blocked.starts_with("error:") {
+        return Err(format!("tcp/81 should be dropped, got {blocked:?}\n{log}"));
     }
     if forwarded != "198.51.100.1" {
         return Err(format!(
@@ -448,6 +493,11 @@ for i in range(6):
         _ => return Err(format!("ipvs --stats:\n{stats}\n{log}")),
     }
     Ok(())
+}
+
+/// AF_PACKET mode: fwc routes between f0 and f1 itself, the kernel's forwarding off.
+fn afpacket_routes_and_filters_real_traffic() -> Result<(), String> {
+    nat_seen_from_both_sides(&Net::with(true), &["--afpacket", "f0,f1"])
 }
 
 /// A TCP echo server on ports 80 and 81 in the server namespace, one thread per connection,
@@ -699,7 +749,7 @@ fn is_root() -> bool {
 type Test = fn() -> Result<(), String>;
 
 fn main() {
-    let tests: [(&str, Test); 4] = [
+    let tests: [(&str, Test); 5] = [
         ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
         (
             "nfqueue_nat_seen_from_both_sides",
@@ -708,6 +758,10 @@ fn main() {
         (
             "nfqueue_ipvs_round_robin_over_three_servers",
             nfqueue_ipvs_round_robin_over_three_servers,
+        ),
+        (
+            "afpacket_routes_and_filters_real_traffic",
+            afpacket_routes_and_filters_real_traffic,
         ),
         (
             "control_socket_and_reload_under_traffic",

@@ -10,6 +10,7 @@
 //! Still to come: the hook pipeline that runs the compiled program (the JIT) between these,
 //! and the packet sources (NFQUEUE, AF_PACKET, pcap replay) with the control socket.
 
+pub mod afpacket;
 pub mod conntrack;
 pub mod control;
 pub mod datapath;

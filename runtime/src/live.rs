@@ -10,29 +10,30 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The kernel's IPv4 routing table, for the output interface of queued packets.
+/// The kernel's IPv4 routing table: the output interface (and gateway) of a destination.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    /// (destination, mask, interface), longest mask first
-    routes: Vec<(u32, u32, String)>,
+    /// (destination, mask, interface, gateway or 0), longest mask first
+    routes: Vec<(u32, u32, String, u32)>,
 }
 
 impl Routes {
     /// Parses `/proc/net/route` (addresses in host byte order of a little-endian dump).
     pub fn parse(text: &str) -> Routes {
-        let mut routes: Vec<(u32, u32, String)> = text
+        let mut routes: Vec<(u32, u32, String, u32)> = text
             .lines()
             .skip(1)
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
                 let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+                let gw = u32::from_str_radix(f.get(2)?, 16).ok()?;
                 let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
                 // the file prints the network-order bytes read as a little-endian integer
                 let ne = |v: u32| u32::from_be_bytes(v.to_le_bytes());
-                Some((ne(dest), ne(mask), f.first()?.to_string()))
+                Some((ne(dest), ne(mask), f.first()?.to_string(), ne(gw)))
             })
             .collect();
-        routes.sort_by_key(|(_, m, _)| std::cmp::Reverse(m.count_ones()));
+        routes.sort_by_key(|(_, m, _, _)| std::cmp::Reverse(m.count_ones()));
         Routes { routes }
     }
 
@@ -42,11 +43,17 @@ impl Routes {
 
     /// The interface a packet to `a` leaves by (longest prefix match).
     pub fn lookup(&self, a: Ipv4Addr) -> Option<&str> {
-        let a = u32::from(a);
+        self.next_hop(a).map(|(i, _)| i)
+    }
+
+    /// The interface a packet to `a` leaves by and the address of its next hop: the route's
+    /// gateway, or `a` itself on a directly connected network.
+    pub fn next_hop(&self, a: Ipv4Addr) -> Option<(&str, Ipv4Addr)> {
+        let n = u32::from(a);
         self.routes
             .iter()
-            .find(|(d, m, _)| a & m == *d)
-            .map(|(_, _, i)| i.as_str())
+            .find(|(d, m, _, _)| n & m == *d)
+            .map(|(_, _, i, g)| (i.as_str(), if *g == 0 { a } else { Ipv4Addr::from(*g) }))
     }
 }
 
@@ -272,6 +279,14 @@ eth2\t0064A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(r.lookup(Ipv4Addr::new(10, 0, 0, 7)), Some("eth1"));
         assert_eq!(r.lookup(Ipv4Addr::new(192, 168, 100, 3)), Some("eth2"));
         assert_eq!(r.lookup(Ipv4Addr::new(8, 8, 8, 8)), Some("eth0"));
+        assert_eq!(
+            r.next_hop(Ipv4Addr::new(8, 8, 8, 8)),
+            Some(("eth0", Ipv4Addr::new(10, 0, 2, 1)))
+        );
+        assert_eq!(
+            r.next_hop(Ipv4Addr::new(10, 0, 0, 7)),
+            Some(("eth1", Ipv4Addr::new(10, 0, 0, 7)))
+        );
     }
 
     #[test]
