@@ -629,3 +629,35 @@ fn a_persistent_service_keeps_each_client_on_its_server_while_the_template_lives
     // 300 s after b's last connection its template has expired: round robin again (r1)
     assert_eq!(conn(551_000, b, 2002), r1);
 }
+
+/// NAT has no place at `forward`: a port forward's reply still has the server's source
+/// address in `postrouting`'s mangle chain (-150), and is translated back at the nat
+/// priority (100), as in Linux.
+#[test]
+fn postrouting_mangle_sees_a_port_forward_reply_before_its_source_is_translated() {
+    let src = format!(
+        "{ROUTER}\ntable mangle {{ chain postrouting {{ ip saddr 10.0.0.10 tcp sport 80 accept; }} }}\n"
+    );
+    let c = fwc_compiler::compile_source("router.fw", &src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![WAN, LAN]);
+    let syn = tcp_ip(VISITOR, 5555, WAN, 8080, 1, 0, SYN);
+    assert_eq!(
+        dp.process(0, Link::RawIp, &syn, Some("eth0"), Some("eth1"))
+            .fate,
+        Fate::Accept
+    );
+    let reply = tcp_ip(WEB, 80, VISITOR, 5555, 70, 2, SYN | ACK);
+    let d = dp.process(1, Link::RawIp, &reply, Some("eth1"), Some("eth0"));
+    assert_eq!(
+        seen(d.frame.as_ref().unwrap()),
+        (WAN, 8080, VISITOR, 5555, 63)
+    );
+    let rules = fwc_runtime::control::list_rules(&dp, false);
+    let mangle = rules
+        .lines()
+        .find(|l| l.contains("ip saddr 10.0.0.10"))
+        .unwrap_or_else(|| panic!("{rules}"));
+    assert_eq!(mangle.split_whitespace().next(), Some("1"), "{rules}");
+}

@@ -1559,7 +1559,9 @@ impl JitProgram {
             hi += 1;
             let ct_point = matches!(hook, Hook::Prerouting | Hook::Output);
             let nat_prio = Table::Nat.priority(hook);
-            let (mut ct_done, mut nat_done) = (!ct_point, false);
+            // netfilter's NAT has no place at `forward`: a packet is translated at prerouting
+            // / output (destination) and input / postrouting (source) only
+            let (mut ct_done, mut nat_done) = (!ct_point, hook == Hook::Forward);
             let entries = &self.program.hooks[hook.index()];
             for k in 0..=entries.len() {
                 let prio = entries.get(k).map(|e| e.priority).unwrap_or(i32::MAX);
