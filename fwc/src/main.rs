@@ -107,10 +107,10 @@ enum Cmd {
         /// With --nfqueue: let the kernel accept packets when the queue is full
         #[arg(long)]
         fail_open: bool,
-        /// With --nfqueue: stop after this many seconds (default: until SIGINT or SIGTERM)
+        /// With --nfqueue or --afpacket: stop after this many seconds (default: until SIGINT or SIGTERM)
         #[arg(long)]
         duration: Option<u64>,
-        /// This host's addresses: packets to them take the input path, the rest forward
+        /// This host's addresses: packets to them take the input path, the rest forward (live default: its interfaces' addresses)
         #[arg(long, value_delimiter = ',')]
         local: Vec<std::net::Ipv4Addr>,
         /// The input interface every packet of the capture is taken to arrive on
@@ -125,7 +125,7 @@ enum Cmd {
         /// Print the virtual services at the end, as `ipvsadm -L -n` does
         #[arg(long)]
         ipvs: bool,
-        /// With --nfqueue: the control socket `fwc conntrack`, `fwc ipvs` and `fwc reload` use
+        /// With --nfqueue or --afpacket: the control socket `fwc conntrack`, `fwc ipvs`, `fwc list`, `fwc counters` and `fwc reload` use
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
