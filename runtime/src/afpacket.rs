@@ -80,6 +80,20 @@ impl Port {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a c_int, as PACKET_AUXDATA takes, and the length is its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Port {
             name: name.to_string(),
             mac,
@@ -87,24 +101,31 @@ impl Port {
         })
     }
 
-    /// The next frame received (not one this host sent), if any is waiting.
-    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    /// The next frame received (not one this host sent), if any is waiting: its length, and
+    /// whether its transport checksum is still to be computed (`TP_STATUS_CSUMNOTREADY`: a
+    /// frame from a local sender or a virtual interface with checksum offload).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, bool)>> {
         loop {
             // SAFETY: an all-zero sockaddr_ll is a valid value of the type.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            // SAFETY: `buf` is writable for its length; `from` and `len` describe a
-            // sockaddr_ll the kernel fills in.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut len,
-                )
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
             };
+            // room for one control message holding a tpacket_auxdata (u64s keep it aligned)
+            let mut control = [0u64; 8];
+            // SAFETY: an all-zero msghdr is a valid value of the type; its pointers are set
+            // below to live buffers of the lengths given.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            // SAFETY: `msg` describes `from`, `buf` (through `iov`) and `control`, all alive
+            // and writable for the lengths it gives.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 return match e.kind() {
@@ -116,7 +137,24 @@ impl Port {
             if from.sll_pkttype == libc::PACKET_OUTGOING {
                 continue; // our own (or the kernel's) transmissions
             }
-            return Ok(Some(n as usize));
+            let mut partial = false;
+            // SAFETY: the CMSG_* macros walk the control buffer the kernel filled in, within
+            // `msg.msg_controllen`; a PACKET_AUXDATA message carries a tpacket_auxdata, read
+            // unaligned.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA
+                    {
+                        let aux = std::ptr::read_unaligned(
+                            libc::CMSG_DATA(c) as *const libc::tpacket_auxdata
+                        );
+                        partial = aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0;
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+            }
+            return Ok(Some((n as usize, partial)));
         }
     }
 
@@ -131,11 +169,10 @@ impl Port {
     }
 }
 
-/// Completes the transport checksum of a forwarded frame. A frame captured from a local
-/// sender or a virtual interface may carry a partial checksum (checksum offload: the
-/// pseudo-header only, the rest left to the card), which a packet socket sends as it is;
-/// the checksum is recomputed for every unfragmented TCP and UDP packet (so a packet that
-/// arrived with a wrong one leaves with a right one, which a kernel router would not do).
+/// Completes the transport checksum of a forwarded frame that arrived with a partial one
+/// (checksum offload: the pseudo-header only, the rest left to the card, which a packet
+/// socket would send as it is). Only frames the kernel flags so are completed: a packet
+/// that arrived with a wrong checksum leaves with it, as from a kernel router.
 fn finish_checksum(frame: &mut [u8]) {
     use crate::wire::{checksum, ipv4};
     let Some(ipb) = frame.get_mut(14..) else {
@@ -262,7 +299,7 @@ pub fn run_router(
             if fds[i].revents & libc::POLLIN == 0 {
                 continue;
             }
-            while let Some(n) = port.recv(&mut buf)? {
+            while let Some((n, partial)) = port.recv(&mut buf)? {
                 stats.frames += 1;
                 let frame = &buf[..n];
                 // ARP and other frames that are not IPv4 are the kernel's
@@ -288,7 +325,9 @@ pub fn run_router(
                             continue;
                         };
                         out[6..12].copy_from_slice(&ports[k].mac);
-                        finish_checksum(&mut out);
+                        if partial {
+                            finish_checksum(&mut out);
+                        }
                         let key = (ifc.to_string(), hop);
                         if !arp.contains_key(&key) {
                             arp = neighbours();
