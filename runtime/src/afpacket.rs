@@ -199,8 +199,9 @@ fn finish_checksum(frame: &mut [u8]) {
     seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
-/// The kernel's neighbour table (`/proc/net/arp`): complete entries only.
-fn neighbours() -> HashMap<(String, Ipv4Addr), [u8; 6]> {
+/// The kernel's neighbour table (`/proc/net/arp`): complete entries only, on the ports
+/// served, keyed by port index.
+fn neighbours(ports: &[Port]) -> HashMap<(usize, Ipv4Addr), [u8; 6]> {
     let text = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
     text.lines()
         .skip(1)
@@ -215,7 +216,9 @@ fn neighbours() -> HashMap<(String, Ipv4Addr), [u8; 6]> {
             for (m, h) in mac.iter_mut().zip(f.get(3)?.split(':')) {
                 *m = u8::from_str_radix(h, 16).ok()?;
             }
-            Some(((f.get(5)?.to_string(), ip), mac))
+            let dev = f.get(5)?;
+            let port = ports.iter().position(|p| p.name == *dev)?;
+            Some(((port, ip), mac))
         })
         .collect()
 }
@@ -251,7 +254,7 @@ pub fn run_router(
     let start = Instant::now();
     let mut stats = RouterStats::default();
     let mut buf = vec![0u8; 65_536];
-    let mut arp = neighbours();
+    let mut arp = neighbours(ports);
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // a datagram to a next hop that is not in the neighbour table makes the kernel resolve it
     let prod = UdpSocket::bind("0.0.0.0:0")?;
@@ -267,11 +270,11 @@ pub fn run_router(
         let now = start.elapsed().as_millis() as u64;
         between(dp, now);
         if !pending.is_empty() {
-            arp = neighbours();
+            arp = neighbours(ports);
             let t = Instant::now();
             let mut keep = VecDeque::new();
             while let Some(p) = pending.pop_front() {
-                let key = (ports[p.port].name.clone(), p.next_hop);
+                let key = (p.port, p.next_hop);
                 if let Some(mac) = arp.get(&key) {
                     let mut f = p.frame;
                     f[..6].copy_from_slice(mac);
@@ -328,9 +331,9 @@ pub fn run_router(
                         if partial {
                             finish_checksum(&mut out);
                         }
-                        let key = (ifc.to_string(), hop);
+                        let key = (k, hop);
                         if !arp.contains_key(&key) {
-                            arp = neighbours();
+                            arp = neighbours(ports);
                         }
                         match arp.get(&key) {
                             Some(mac) => {

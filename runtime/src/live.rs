@@ -208,8 +208,11 @@ pub fn serve_queues(
 struct IfNames(std::collections::HashMap<u32, Option<String>>);
 
 impl IfNames {
-    fn get(&mut self, index: u32) -> Option<String> {
-        self.0.entry(index).or_insert_with(|| ifname(index)).clone()
+    fn learn(&mut self, index: u32) {
+        self.0.entry(index).or_insert_with(|| ifname(index));
+    }
+    fn get(&self, index: u32) -> Option<&str> {
+        self.0.get(&index).and_then(|n| n.as_deref())
     }
 }
 
@@ -235,12 +238,16 @@ pub fn run_nfqueue(
     let mut handle = |payload: &[u8], indev: u32, outdev: u32| {
         // queued before routing, a packet has no output interface yet: the datapath's
         // routing (`Datapath::routes`) gives it one after prerouting
-        let iif = names.get(indev);
-        let oif = names.get(outdev);
+        names.learn(indev);
+        names.learn(outdev);
         let now = start.elapsed().as_millis() as u64;
-        let d = dp
-            .borrow_mut()
-            .process(now, Link::RawIp, payload, iif.as_deref(), oif.as_deref());
+        let d = dp.borrow_mut().process(
+            now,
+            Link::RawIp,
+            payload,
+            names.get(indev),
+            names.get(outdev),
+        );
         match (d.fate, d.frame) {
             (Fate::Accept, Some(frame)) => {
                 stats.accepted += 1;
