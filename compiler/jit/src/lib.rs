@@ -427,66 +427,10 @@ impl Gen<'_> {
             }
             return acc.unwrap_or_else(|| b.ins().iconst(types::I8, 0));
         }
-        // binary search over [lo0, hi0, lo1, hi1, ...]
+        // binary search over [lo0, hi0, lo1, hi1, ...]: 1 on a hit, 0 on a miss
         let flat: Box<[u32]> = set.0.iter().flat_map(|&(l, h)| [l, h]).collect();
-        let base = flat.as_ptr() as i64;
-        let n = set.0.len() as i64;
-        self.data.push(flat);
-        let (head, body, right, found, done) = (
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-        );
-        b.append_block_param(head, types::I32);
-        b.append_block_param(head, types::I32);
-        b.append_block_param(done, types::I8);
-        let zero = b.ins().iconst(types::I32, 0);
-        let nn = b.ins().iconst(types::I32, n);
-        b.ins()
-            .jump(head, &[BlockArg::Value(zero), BlockArg::Value(nn)]);
-        b.switch_to_block(head);
-        let lo = b.block_params(head)[0];
-        let hi = b.block_params(head)[1];
-        let empty = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, lo, hi);
-        let f0 = b.ins().iconst(types::I8, 0);
-        b.ins().brif(empty, done, &[BlockArg::Value(f0)], body, &[]);
-        b.switch_to_block(body);
-        let sum = b.ins().iadd(lo, hi);
-        let mid = b.ins().ushr_imm_u(sum, 1);
-        let mid64 = b.ins().uextend(self.ptr, mid);
-        let byte = b.ins().ishl_imm_u(mid64, 3);
-        let basev = b.ins().iconst(self.ptr, base);
-        let addr = b.ins().iadd(basev, byte);
-        let l = b.ins().load(types::I32, trusted(), addr, 0);
-        let below = b.ins().icmp(IntCC::UnsignedLessThan, v, l);
-        b.ins().brif(
-            below,
-            head,
-            &[BlockArg::Value(lo), BlockArg::Value(mid)],
-            right,
-            &[],
-        );
-        b.switch_to_block(right);
-        let h = b.ins().load(types::I32, trusted(), addr, 4);
-        let above = b.ins().icmp(IntCC::UnsignedGreaterThan, v, h);
-        let mid1 = {
-            let one = c32(b, 1);
-            b.ins().iadd(mid, one)
-        };
-        b.ins().brif(
-            above,
-            head,
-            &[BlockArg::Value(mid1), BlockArg::Value(hi)],
-            found,
-            &[],
-        );
-        b.switch_to_block(found);
-        let t1 = b.ins().iconst(types::I8, 1);
-        b.ins().jump(done, &[BlockArg::Value(t1)]);
-        b.switch_to_block(done);
-        b.block_params(done)[0]
+        let hit = self.interval_search(b, v, flat, 2, 0);
+        b.ins().ireduce(types::I8, hit)
     }
 
     fn iface_bit(&self, b: &mut FunctionBuilder, ctx: Value, dir: IfDir, name: &IfName) -> Value {
@@ -747,8 +691,23 @@ impl Gen<'_> {
     /// Binary search over sorted disjoint (lo, hi, arm): the arm index, or u32::MAX on a miss.
     fn vmap_lookup(&mut self, b: &mut FunctionBuilder, v: Value, iv: &[(u32, u32, u32)]) -> Value {
         let flat: Box<[u32]> = iv.iter().flat_map(|&(l, h, a)| [l, h, a]).collect();
+        self.interval_search(b, v, flat, 3, i64::from(u32::MAX))
+    }
+
+    /// Emits a binary search of `v` over sorted disjoint intervals laid out in `flat` as
+    /// records of `words` u32s (lo, hi[, arm]); `flat` is kept alive with the code. The I32
+    /// result is `miss` when no interval holds `v`, else the record's arm (3-word records)
+    /// or 1 (2-word records).
+    fn interval_search(
+        &mut self,
+        b: &mut FunctionBuilder,
+        v: Value,
+        flat: Box<[u32]>,
+        words: i64,
+        miss: i64,
+    ) -> Value {
         let base = flat.as_ptr() as i64;
-        let n = iv.len() as i64;
+        let n = flat.len() as i64 / words;
         self.data.push(flat);
         let (head, body, right, found, done) = (
             b.create_block(),
@@ -768,14 +727,14 @@ impl Gen<'_> {
         let lo = b.block_params(head)[0];
         let hi = b.block_params(head)[1];
         let empty = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, lo, hi);
-        let miss = b.ins().iconst(types::I32, i64::from(u32::MAX));
+        let missv = b.ins().iconst(types::I32, miss);
         b.ins()
-            .brif(empty, done, &[BlockArg::Value(miss)], body, &[]);
+            .brif(empty, done, &[BlockArg::Value(missv)], body, &[]);
         b.switch_to_block(body);
         let sum = b.ins().iadd(lo, hi);
         let mid = b.ins().ushr_imm_u(sum, 1);
         let mid64 = b.ins().uextend(self.ptr, mid);
-        let off = b.ins().imul_imm_u(mid64, 12);
+        let off = b.ins().imul_imm_u(mid64, words * 4);
         let basev = b.ins().iconst(self.ptr, base);
         let addr = b.ins().iadd(basev, off);
         let l = b.ins().load(types::I32, trusted(), addr, 0);
@@ -802,8 +761,12 @@ impl Gen<'_> {
             &[],
         );
         b.switch_to_block(found);
-        let arm = b.ins().load(types::I32, trusted(), addr, 8);
-        b.ins().jump(done, &[BlockArg::Value(arm)]);
+        let hit = if words >= 3 {
+            b.ins().load(types::I32, trusted(), addr, 8)
+        } else {
+            b.ins().iconst(types::I32, 1)
+        };
+        b.ins().jump(done, &[BlockArg::Value(hit)]);
         b.switch_to_block(done);
         b.block_params(done)[0]
     }
