@@ -313,18 +313,7 @@ table filter { chain forward policy drop {
 ",
     );
     let pkt = |src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8| {
-        let ir = ipv4::Repr {
-            src,
-            dst,
-            protocol: 6,
-            ttl: 64,
-            ident: 0,
-            dont_frag: true,
-            payload_len: 20,
-        };
-        let mut b = vec![0u8; 40];
-        ir.emit(&mut b).unwrap();
-        tcp::Repr {
+        let r = tcp::Repr {
             src_port: sp,
             dst_port: dp,
             seq: 1,
@@ -332,10 +321,8 @@ table filter { chain forward policy drop {
             flags,
             window: 1000,
             payload_len: 0,
-        }
-        .emit(&mut b[20..], src, dst)
-        .unwrap();
-        b
+        };
+        ipv4::Repr::packet(src, dst, ipv4::PROTO_TCP, 20, |b, s, d| r.emit(b, s, d)).unwrap()
     };
     let (pc, site, wan) = (
         Ipv4Addr::new(10, 0, 0, 2),

@@ -34,18 +34,7 @@ fn tcp_pkt(
     ack: u32,
     flags: u8,
 ) -> Vec<u8> {
-    let ir = ipv4::Repr {
-        src,
-        dst,
-        protocol: 6,
-        ttl: 64,
-        ident: 0,
-        dont_frag: true,
-        payload_len: 20,
-    };
-    let mut b = vec![0u8; 40];
-    ir.emit(&mut b).unwrap();
-    tcp::Repr {
+    let r = tcp::Repr {
         src_port: sp,
         dst_port: dp,
         seq,
@@ -53,10 +42,8 @@ fn tcp_pkt(
         flags,
         window: 64000,
         payload_len: 0,
-    }
-    .emit(&mut b[20..], src, dst)
-    .unwrap();
-    b
+    };
+    ipv4::Repr::packet(src, dst, ipv4::PROTO_TCP, 20, |b, s, d| r.emit(b, s, d)).unwrap()
 }
 
 fn rss_kib() -> u64 {

@@ -1381,19 +1381,11 @@ mod tests {
     const S: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 
     fn ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-        let r = ipv4::Repr {
-            src,
-            dst,
-            protocol: proto,
-            ttl: 64,
-            ident: 0,
-            dont_frag: true,
-            payload_len: l4.len(),
-        };
-        let mut b = vec![0u8; r.total_len()];
-        r.emit(&mut b).unwrap();
-        b[20..].copy_from_slice(l4);
-        b
+        ipv4::Repr::packet(src, dst, proto, l4.len(), |b, _, _| {
+            b.copy_from_slice(l4);
+            Ok(())
+        })
+        .unwrap()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1416,9 +1408,10 @@ mod tests {
             window: 65535,
             payload_len: len,
         };
-        let mut l4 = vec![0u8; 20 + len];
-        r.emit(&mut l4, src, dst).unwrap();
-        ip(src, dst, ipv4::PROTO_TCP, &l4)
+        ipv4::Repr::packet(src, dst, ipv4::PROTO_TCP, 20 + len, |b, s, d| {
+            r.emit(b, s, d)
+        })
+        .unwrap()
     }
 
     fn udp_pkt(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> Vec<u8> {

@@ -53,18 +53,7 @@ fn tcp_ip(
     ack: u32,
     flags: u8,
 ) -> Vec<u8> {
-    let ir = ipv4::Repr {
-        src,
-        dst,
-        protocol: ipv4::PROTO_TCP,
-        ttl: 64,
-        ident: 0,
-        dont_frag: true,
-        payload_len: 20,
-    };
-    let mut b = vec![0u8; ir.total_len()];
-    ir.emit(&mut b).unwrap();
-    tcp::Repr {
+    let r = tcp::Repr {
         src_port: sp,
         dst_port: dp,
         seq,
@@ -72,10 +61,8 @@ fn tcp_ip(
         flags,
         window: 64000,
         payload_len: 0,
-    }
-    .emit(&mut b[20..], src, dst)
-    .unwrap();
-    b
+    };
+    ipv4::Repr::packet(src, dst, ipv4::PROTO_TCP, 20, |b, s, d| r.emit(b, s, d)).unwrap()
 }
 
 /// (src, sport, dst, dport, ttl) of an output frame, checking every checksum.

@@ -31,19 +31,11 @@ table filter {
 ";
 
 fn ip(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
-    let r = ipv4::Repr {
-        src,
-        dst,
-        protocol: proto,
-        ttl: 64,
-        ident: 0,
-        dont_frag: true,
-        payload_len: l4.len(),
-    };
-    let mut b = vec![0u8; r.total_len()];
-    r.emit(&mut b).unwrap();
-    b[20..].copy_from_slice(l4);
-    b
+    ipv4::Repr::packet(src, dst, proto, l4.len(), |b, _, _| {
+        b.copy_from_slice(l4);
+        Ok(())
+    })
+    .unwrap()
 }
 
 #[allow(clippy::too_many_arguments)]

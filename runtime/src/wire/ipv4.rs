@@ -190,6 +190,32 @@ impl Repr {
         MIN_HEADER_LEN + self.payload_len
     }
 
+    /// A whole packet from `src` to `dst` (TTL 64, don't-fragment, ident 0): this header
+    /// followed by `l4`, which `emit_l4` fills in (it gets the transport bytes, zeroed, and
+    /// the addresses, as the transport `Repr::emit`s take them). For tests, benchmarks and
+    /// tools that make packets.
+    pub fn packet(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: u8,
+        l4_len: usize,
+        emit_l4: impl FnOnce(&mut [u8], Ipv4Addr, Ipv4Addr) -> Result<()>,
+    ) -> Result<Vec<u8>> {
+        let r = Repr {
+            src,
+            dst,
+            protocol,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            payload_len: l4_len,
+        };
+        let mut b = vec![0u8; r.total_len()];
+        r.emit(&mut b)?;
+        emit_l4(&mut b[MIN_HEADER_LEN..], src, dst)?;
+        Ok(b)
+    }
+
     /// Writes a 20-byte header with a correct checksum at the start of `buf`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         if buf.len() < MIN_HEADER_LEN {
