@@ -171,6 +171,25 @@ struct Checker<'a> {
 
 type Scope = [(String, Option<Ty>)];
 
+/// FW0038 for `name`, which is not one of `names` (what the note lists as "the {list} are
+/// ..."), with the nearest name as help.
+fn unknown_name(
+    what: &str,
+    name: &str,
+    span: Span,
+    label: &str,
+    list: &str,
+    names: &[&str],
+) -> Diagnostic {
+    let mut d = Diagnostic::error("FW0038", format!("unknown {what} `{name}`"))
+        .primary(span, label)
+        .note(format!("the {list} are {}", names.join(", ")));
+    if let Some(x) = suggest(name, names.iter().copied()) {
+        d = d.help(format!("did you mean `{x}`?"));
+    }
+    d
+}
+
 fn ip_u32(a: std::net::Ipv4Addr) -> u32 {
     u32::from(a)
 }
@@ -774,16 +793,14 @@ impl<'a> Checker<'a> {
                         if tcpflags::from_name(&f.name).is_none() {
                             let names: Vec<&str> =
                                 tcpflags::NAMES.iter().map(|(n, _)| *n).collect();
-                            let mut d = Diagnostic::error(
-                                "FW0038",
-                                format!("unknown TCP flag `{}`", f.name),
-                            )
-                            .primary(f.span, "not a TCP flag")
-                            .note(format!("the flags are {}", names.join(", ")));
-                            if let Some(s) = suggest(&f.name, names) {
-                                d = d.help(format!("did you mean `{s}`?"));
-                            }
-                            self.err(d);
+                            self.err(unknown_name(
+                                "TCP flag",
+                                &f.name,
+                                f.span,
+                                "not a TCP flag",
+                                "flags",
+                                &names,
+                            ));
                         }
                     }
                 }
@@ -791,16 +808,14 @@ impl<'a> Checker<'a> {
                     for s in states {
                         if ct::from_name(&s.name).is_none() {
                             let names: Vec<&str> = ct::NAMES.iter().map(|(n, _)| *n).collect();
-                            let mut d = Diagnostic::error(
-                                "FW0038",
-                                format!("unknown conntrack state `{}`", s.name),
-                            )
-                            .primary(s.span, "not a ct state")
-                            .note(format!("the states are {}", names.join(", ")));
-                            if let Some(x) = suggest(&s.name, names) {
-                                d = d.help(format!("did you mean `{x}`?"));
-                            }
-                            self.err(d);
+                            self.err(unknown_name(
+                                "conntrack state",
+                                &s.name,
+                                s.span,
+                                "not a ct state",
+                                "states",
+                                &names,
+                            ));
                         }
                     }
                 }
@@ -931,16 +946,14 @@ impl<'a> Checker<'a> {
                 ast::RejectWith::Icmp(n) => {
                     if reject_code(&n.name).is_none() {
                         let names: Vec<&str> = REJECT_CODES.iter().map(|(n, _)| *n).collect();
-                        let mut d = Diagnostic::error(
-                            "FW0038",
-                            format!("unknown ICMP reject code `{}`", n.name),
-                        )
-                        .primary(n.span, "not an ICMP unreachable code")
-                        .note(format!("the codes are {}", names.join(", ")));
-                        if let Some(x) = suggest(&n.name, names) {
-                            d = d.help(format!("did you mean `{x}`?"));
-                        }
-                        self.err(d);
+                        self.err(unknown_name(
+                            "ICMP reject code",
+                            &n.name,
+                            n.span,
+                            "not an ICMP unreachable code",
+                            "codes",
+                            &names,
+                        ));
                     }
                 }
             },
@@ -953,14 +966,14 @@ impl<'a> Checker<'a> {
             StmtKind::Log { level, prefix } => {
                 if let Some(l) = level {
                     if log_level(&l.name).is_none() {
-                        let mut d =
-                            Diagnostic::error("FW0038", format!("unknown log level `{}`", l.name))
-                                .primary(l.span, "not a syslog level")
-                                .note(format!("the levels are {}", ir::LOG_LEVELS.join(", ")));
-                        if let Some(x) = suggest(&l.name, ir::LOG_LEVELS) {
-                            d = d.help(format!("did you mean `{x}`?"));
-                        }
-                        self.err(d);
+                        self.err(unknown_name(
+                            "log level",
+                            &l.name,
+                            l.span,
+                            "not a syslog level",
+                            "levels",
+                            &ir::LOG_LEVELS,
+                        ));
                     }
                 }
                 if let Some(p) = prefix {

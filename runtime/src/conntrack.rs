@@ -400,20 +400,9 @@ enum Next {
 fn tcp_next(dir: Dir, index: usize, s: TcpState) -> Next {
     use Next::{Ignore as IG, Invalid as IV};
     use TcpState::*;
-    const ST: [TcpState; 10] = [
-        None,
-        SynSent,
-        SynRecv,
-        Established,
-        FinWait,
-        CloseWait,
-        LastAck,
-        TimeWait,
-        Close,
-        SynSent2,
-    ];
     let t = |s: TcpState| Next::To(s);
-    let i = ST.iter().position(|x| *x == s).unwrap_or(0);
+    // the table's columns follow the enum's declaration order
+    let i = s as usize;
     let row: [Next; 10] = match (dir, index) {
         (Dir::Original, 0) => [
             t(SynSent),
