@@ -273,7 +273,13 @@ pub enum Fate {
     Accept,
     Drop,
     Reject(RejectKind),
-    Queue { num: u16, bypass: bool },
+    Queue {
+        num: u16,
+        bypass: bool,
+    },
+    /// a hook function took the packet (netfilter's `NF_STOLEN`): the runtime's registered
+    /// functions only, never a rule
+    Stolen,
 }
 
 impl Fate {
@@ -283,6 +289,7 @@ impl Fate {
             Fate::Drop => "drop",
             Fate::Reject(_) => "reject",
             Fate::Queue { .. } => "queue",
+            Fate::Stolen => "stolen",
         }
     }
 }

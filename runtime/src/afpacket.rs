@@ -318,7 +318,10 @@ pub fn run_router(
                 let d = dp.process(now, Link::Ethernet, frame, Some(&port.name), None);
                 match (d.fate, d.path, d.frame) {
                     (Fate::Accept, Some(PathKind::Forward), Some(mut out)) => {
-                        let dst = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+                        // IPVS direct routing: to the real server's MAC, the packet unchanged
+                        let dst = d
+                            .next_hop
+                            .unwrap_or_else(|| Ipv4Addr::new(out[30], out[31], out[32], out[33]));
                         let Some((ifc, hop)) = routes.next_hop(dst) else {
                             stats.dropped += 1;
                             continue;

@@ -1,11 +1,16 @@
 //! The packet pipeline: one frame in, its fate and (when it passes) the rewritten frame out.
 //!
-//! The compiled program runs hook by hook in the JIT; connection tracking plugs in at
-//! priority -200 of prerouting/output (after the raw table), NAT at the nat table's place
-//! (first packets choose a binding with [`nat::unique_tuple`], later packets are translated
-//! as their connection says), and the NEW entry is confirmed once the packet is through.
-//! Forwarded packets have their TTL decremented (and are dropped at TTL 1, as a router
-//! does). Frames that are not IPv4 pass untouched.
+//! Each hook is a list of functions in priority order, as netfilter's: the program's
+//! tables at their kernel priorities, connection tracking at -200 of prerouting/output
+//! (after the raw table), NAT at the nat table's place (first packets choose a binding with
+//! [`nat::unique_tuple`], later packets are translated as their connection says), and the
+//! functions registered here ([`Datapath::register_hook`]) with their verdicts accept /
+//! drop / queue / stolen / repeat / stop. The datapath registers its own: the router's TTL
+//! check first at `forward` (a forwarded packet arriving with TTL 1 or 0 is dropped, as
+//! `ip_forward` does), IPVS at `input` 98 (`ip_vs_remote_request4`, NF_IP_PRI_NAT_SRC - 2;
+//! it steals the packets of virtual services and sends them to their real servers), and
+//! conntrack's confirm last at `input` and `postrouting`. Forwarded packets lose one TTL.
+//! Frames that are not IPv4 pass untouched.
 
 use crate::conntrack::{CtInfo, Dir, EntryId, Table, Tuple};
 use crate::ipvs;
@@ -13,8 +18,46 @@ use crate::nat::{self, Manip, Range};
 use crate::wire::{ethernet, ipv4};
 use fwc_compiler::interp::{Fate, FreshOracle, InterpError, Meta, Packet, PathKind};
 use fwc_compiler::ir::{ct, Hook, Program, RuleId, Stmt};
-use fwc_jit::{Hooks, JitProgram};
+use fwc_jit::{HookFn, HookVerdict, Hooks, JitProgram};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+
+/// A function registered at a hook: it sees the packet's headers (and may change its
+/// addresses, ports and mark) and answers with a netfilter verdict.
+pub type HookHandler = Box<dyn FnMut(Hook, &mut Packet) -> HookVerdict + Send>;
+
+/// The datapath's own hook functions (registered ones count up from 0).
+const FN_FORWARD_TTL: u32 = u32::MAX - 2;
+const FN_IPVS: u32 = u32::MAX - 1;
+const FN_CONFIRM: u32 = u32::MAX;
+
+/// `NF_IP_PRI_NAT_SRC - 2`: where IPVS takes the packets of its virtual services at
+/// `input`, after the filter table and before source NAT.
+pub const IPVS_PRIORITY: i32 = 98;
+
+/// The datapath's own functions (IPVS only when the program has virtual services).
+fn builtins(ipvs: bool) -> Vec<HookFn> {
+    let mut v = vec![HookFn {
+        hook: Hook::Forward,
+        priority: i32::MIN,
+        id: FN_FORWARD_TTL,
+    }];
+    if ipvs {
+        v.push(HookFn {
+            hook: Hook::Input,
+            priority: IPVS_PRIORITY,
+            id: FN_IPVS,
+        });
+    }
+    for hook in [Hook::Input, Hook::Postrouting] {
+        v.push(HookFn {
+            hook,
+            priority: i32::MAX,
+            id: FN_CONFIRM,
+        });
+    }
+    v
+}
 
 /// How frames arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +77,10 @@ pub struct Decision {
     pub frame: Option<Vec<u8>>,
     /// why the datapath itself dropped it (not a rule)
     pub reason: Option<&'static str>,
+    /// where to send the frame on its link when that is not its destination address: the
+    /// real server of an IPVS direct-routing connection (the packet keeps the virtual
+    /// address; only the Ethernet destination changes)
+    pub next_hop: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +90,8 @@ pub struct DatapathStats {
     pub dropped: u64,
     pub rejected: u64,
     pub queued: u64,
+    /// taken by a registered hook function
+    pub stolen: u64,
     pub not_ip: u64,
     pub malformed: u64,
 }
@@ -50,8 +99,8 @@ pub struct DatapathStats {
 pub struct Datapath {
     jit: JitProgram,
     pub ct: Table,
-    /// the program's virtual services (IPVS), NAT forwarding
-    pub services: Vec<ipvs::Service>,
+    /// IPVS: the program's virtual services and their connections
+    ipvs: IpvsState,
     /// this host's own addresses
     host: Vec<Ipv4Addr>,
     /// `host` and the virtual services' addresses
@@ -60,31 +109,167 @@ pub struct Datapath {
     pub stats: DatapathStats,
     /// Whether this datapath forwards packets itself: a forwarded packet has its TTL
     /// decremented, and one that arrives with TTL 1 or 0 is dropped (as `ip_forward` does,
-    /// before the `forward` hook's verdict counts: its new connection is not confirmed).
+    /// before the `forward` hook's rules: its new connection is not confirmed).
     /// `true` for a replay; `false` under NFQUEUE, where the kernel routes and decrements.
     pub forwards: bool,
     /// The routing table that gives a forwarded packet its output interface after
     /// `prerouting` (live sources: the kernel's). Without one, a forwarded packet keeps the
     /// output interface it was given.
     pub routes: Option<crate::live::Routes>,
+    /// functions registered with [`Datapath::register_hook`], by id
+    handlers: Vec<(HookFn, HookHandler)>,
+    /// the time of the latest packet (ms)
+    now: u64,
+}
+
+/// The state of IPVS: services, the bindings (service and real server) connections are
+/// made to, their counts and traffic, persistence templates, and the connections it
+/// forwards by direct routing or tunnelling (the NAT ones live in conntrack).
+#[derive(Default)]
+struct IpvsState {
+    services: Vec<ipvs::Service>,
     /// IPVS bindings (service protocol, virtual address and port, real address and port),
-    /// interned: a connection's `Entry::ipvs` is an index here, stable across reloads
+    /// interned: a connection's binding is an index here, stable across reloads
     bindings: Vec<Binding>,
-    binding_ids: std::collections::HashMap<Binding, u32>,
+    binding_ids: HashMap<Binding, u32>,
     /// (ActiveConn, InActConn) per binding
     binding_counts: Vec<(u32, u32)>,
     /// traffic per binding (`ipvsadm --stats`)
     binding_stats: Vec<ipvs::Stats>,
     /// persistence templates: (protocol, virtual address, port, client address) -> (real
     /// address, port, until when in ms)
-    persistence: std::collections::HashMap<Template, (Ipv4Addr, u16, u64)>,
+    persistence: HashMap<Template, (Ipv4Addr, u16, u64)>,
     persistence_sweep: usize,
+    /// direct-routing and tunnelled connections
+    conns: ipvs::Conns,
+    /// count changes from `conns`, applied after each use (a reused buffer)
+    changes: Vec<ipvs::CountChange>,
+}
+
+/// What IPVS does with a packet it took.
+#[derive(Debug, Clone, Copy)]
+struct IpvsAction {
+    binding: u32,
+    forward: ipvs::Forward,
+    real: Ipv4Addr,
 }
 
 type Binding = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
 
 /// A persistence template's key: service protocol, virtual address and port, client address.
 type Template = (u8, Ipv4Addr, u16, Ipv4Addr);
+
+impl IpvsState {
+    fn binding(&mut self, key: Binding) -> u32 {
+        if let Some(&b) = self.binding_ids.get(&key) {
+            return b;
+        }
+        let b = self.bindings.len() as u32;
+        self.bindings.push(key);
+        self.binding_ids.insert(key, b);
+        self.binding_counts.push((0, 0));
+        self.binding_stats.push(ipvs::Stats::default());
+        b
+    }
+
+    /// Adds to a binding's (active, inactive) counts and its real server's.
+    fn adjust(&mut self, binding: u32, active: i32, inactive: i32) {
+        let Some(c) = self.binding_counts.get_mut(binding as usize) else {
+            return;
+        };
+        c.0 = c.0.saturating_add_signed(active);
+        c.1 = c.1.saturating_add_signed(inactive);
+        let counts = *c;
+        let (p, vip, vport, rip, rport) = self.bindings[binding as usize];
+        let dest = self
+            .services
+            .iter_mut()
+            .filter(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
+            .flat_map(|s| s.dests.iter_mut())
+            .find(|d| (d.addr, d.port) == (rip, rport));
+        if let Some(d) = dest {
+            (d.active, d.inactive) = counts;
+        }
+    }
+
+    /// Applies conntrack's count changes (NAT connections) and the IPVS table's.
+    fn sync(&mut self, ct: &mut Table) {
+        for ev in ct.take_ipvs_events() {
+            if ev.opened {
+                if let Some(st) = self.binding_stats.get_mut(ev.binding as usize) {
+                    st.conns += 1;
+                }
+            }
+            self.adjust(ev.binding, ev.active, ev.inactive);
+        }
+        self.apply_changes();
+    }
+
+    fn apply_changes(&mut self) {
+        let changes = std::mem::take(&mut self.changes);
+        for &(b, a, i) in &changes {
+            self.adjust(b, a, i);
+        }
+        self.changes = changes;
+        self.changes.clear();
+    }
+
+    /// Schedules a new connection of `client` to service `si`: its real server's index,
+    /// by the persistence template when one lives, else by the scheduler.
+    fn schedule(&mut self, si: usize, client: Ipv4Addr, cport: u16, now: u64) -> Option<usize> {
+        let svc = &mut self.services[si];
+        // a persistent service sends a client back to the server it had, as long as its
+        // template lives (IPVS persistence templates: client address -> real server,
+        // refreshed by every packet of the client's connections)
+        let tkey = (svc.proto, svc.vip, svc.port, client);
+        let kept = svc.persistent.and_then(|_| {
+            let &(addr, port, until) = self.persistence.get(&tkey)?;
+            (until > now)
+                .then(|| {
+                    svc.dests
+                        .iter()
+                        .position(|d| (d.addr, d.port) == (addr, port) && d.weight > 0)
+                })
+                .flatten()
+        });
+        let k = kept.or_else(|| svc.pick(client, cport))?;
+        if let Some(secs) = svc.persistent {
+            let d = &svc.dests[k];
+            self.persistence
+                .insert(tkey, (d.addr, d.port, now + u64::from(secs) * 1000));
+            // expired templates go when the map has doubled since the last sweep
+            if self.persistence.len() > self.persistence_sweep {
+                self.persistence.retain(|_, v| v.2 > now);
+                self.persistence_sweep = (2 * self.persistence.len()).max(1024);
+            }
+        }
+        Some(k)
+    }
+
+    /// Counts a packet of a connection on `binding` and refreshes the client's template.
+    fn account(&mut self, binding: u32, client: Option<Ipv4Addr>, dir: Dir, len: u64, now: u64) {
+        let (p, vip, vport, _, _) = self.bindings[binding as usize];
+        if let Some(client) = client {
+            if let Some(tpl) = self.persistence.get_mut(&(p, vip, vport, client)) {
+                let secs = self
+                    .services
+                    .iter()
+                    .find(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
+                    .and_then(|s| s.persistent)
+                    .unwrap_or(0);
+                tpl.2 = tpl.2.max(now + u64::from(secs) * 1000);
+            }
+        }
+        let st = &mut self.binding_stats[binding as usize];
+        if dir == Dir::Original {
+            st.inpkts += 1;
+            st.inbytes += len;
+        } else {
+            st.outpkts += 1;
+            st.outbytes += len;
+        }
+    }
+}
 
 /// The datapath's side of the JIT's hooks for one packet.
 struct PacketHooks<'a> {
@@ -97,6 +282,113 @@ struct PacketHooks<'a> {
     rng: &'a mut u64,
     locals: &'a [Ipv4Addr],
     routes: Option<&'a crate::live::Routes>,
+    ipvs: &'a mut IpvsState,
+    handlers: &'a mut [(HookFn, HookHandler)],
+    forwards: bool,
+    /// the NEW entry went into the table (confirm)
+    confirmed: bool,
+    /// why a built-in function dropped the packet
+    reason: Option<&'static str>,
+    /// what IPVS does with the packet it stole
+    ipvs_action: Option<IpvsAction>,
+}
+
+impl PacketHooks<'_> {
+    /// IPVS at `input`: a packet to a virtual service is stolen and sent to its real server
+    /// (`IpvsAction`): by the connection it belongs to (IPVS's own table for direct routing
+    /// and tunnelling, conntrack's binding for NAT) or, for the first packet of a new one
+    /// (a TCP SYN, any UDP datagram), by the service's scheduler. Other packets go on.
+    fn ipvs_in(&mut self, hdr: &Packet) -> HookVerdict {
+        let vip = Ipv4Addr::from(hdr.daddr);
+        let Some(si) = self
+            .ipvs
+            .services
+            .iter()
+            .position(|s| s.proto == hdr.proto && s.vip == vip && s.port == hdr.dport)
+        else {
+            return HookVerdict::Accept;
+        };
+        let client = Ipv4Addr::from(hdr.saddr);
+        let flags = if hdr.proto == 6 { hdr.tcp_flags } else { 0 };
+        let key = (hdr.proto, client, hdr.sport, vip, hdr.dport);
+        let ipvs = &mut *self.ipvs;
+        ipvs.conns.sweep(self.now, false, &mut ipvs.changes);
+        let conn = ipvs.conns.touch(key, self.now, flags, &mut ipvs.changes);
+        ipvs.apply_changes();
+        let action = |ipvs: &IpvsState, binding: u32| {
+            let (p, v, vp, rip, rport) = ipvs.bindings[binding as usize];
+            let forward = ipvs
+                .services
+                .iter()
+                .find(|s| (s.proto, s.vip, s.port) == (p, v, vp))
+                .and_then(|s| s.dests.iter().find(|d| (d.addr, d.port) == (rip, rport)))
+                .map(|d| d.forward);
+            IpvsAction {
+                binding,
+                // a server gone from the service by a reload: its connections go on as
+                // they were made
+                forward: forward.unwrap_or(ipvs::Forward::Dr),
+                real: rip,
+            }
+        };
+        if let Some(c) = conn {
+            self.ipvs_action = Some(action(ipvs, c.binding));
+            return HookVerdict::Stolen;
+        }
+        if let Some((id, Dir::Original, _)) = self.track {
+            if let Some(b) = self.ct.ipvs_binding(id) {
+                self.ipvs_action = Some(IpvsAction {
+                    forward: ipvs::Forward::Nat,
+                    ..action(ipvs, b)
+                });
+                return HookVerdict::Stolen;
+            }
+        }
+        // only a SYN opens a TCP connection (`tcp_conn_schedule`); another segment with no
+        // connection goes on to this host
+        use crate::wire::tcp::flags::{ACK, RST, SYN};
+        if hdr.proto == 6 && (flags & SYN == 0 || flags & (ACK | RST) != 0) {
+            return HookVerdict::Accept;
+        }
+        // the counts the schedulers read, up to date (expiry ran in this packet's track)
+        ipvs.sync(self.ct);
+        let Some(k) = ipvs.schedule(si, client, hdr.sport, self.now) else {
+            self.reason = Some("no real server available");
+            return HookVerdict::Drop;
+        };
+        let svc = &ipvs.services[si];
+        let d = &svc.dests[k];
+        let (forward, real, rport) = (d.forward, d.addr, d.port);
+        let b = ipvs.binding((svc.proto, svc.vip, svc.port, real, rport));
+        match forward {
+            ipvs::Forward::Nat => {
+                // masquerading: a destination NAT of the conntrack entry, so that later
+                // packets and the replies are translated like any NAT
+                let Some((id, Dir::Original, CtInfo::New)) = self.track else {
+                    self.reason = Some("IPVS masquerading needs a tracked new connection");
+                    return HookVerdict::Drop;
+                };
+                let Some(mut after) = self.ct.get(id).map(|e| e.tuple[0]) else {
+                    return HookVerdict::Drop;
+                };
+                after.dst = real;
+                after.dport = rport;
+                self.ct.set_nat(id, after, Manip::Dst);
+                self.ct.bind_ipvs(id, b);
+            }
+            ipvs::Forward::Dr | ipvs::Forward::Tunnel => {
+                ipvs.conns.open(key, b, self.now, flags, &mut ipvs.changes);
+                ipvs.apply_changes();
+                ipvs.binding_stats[b as usize].conns += 1;
+            }
+        }
+        self.ipvs_action = Some(IpvsAction {
+            binding: b,
+            forward,
+            real,
+        });
+        HookVerdict::Stolen
+    }
 }
 
 fn tuple_of(h: &Packet) -> Tuple {
@@ -216,6 +508,35 @@ impl Hooks for PacketHooks<'_> {
         }
     }
 
+    fn call(&mut self, id: u32, hook: Hook, hdr: &mut Packet) -> HookVerdict {
+        match id {
+            FN_FORWARD_TTL => {
+                if self.forwards && hdr.ttl <= 1 {
+                    self.reason = Some("TTL expired in transit");
+                    return HookVerdict::Drop;
+                }
+                HookVerdict::Accept
+            }
+            FN_IPVS => self.ipvs_in(hdr),
+            FN_CONFIRM => {
+                if let Some((entry, _, CtInfo::New)) = self.track {
+                    if !self.confirmed {
+                        if !self.ct.confirm(entry, self.now) {
+                            self.reason = Some("conntrack table full");
+                            return HookVerdict::Drop;
+                        }
+                        self.confirmed = true;
+                    }
+                }
+                HookVerdict::Accept
+            }
+            _ => match self.handlers.get_mut(id as usize) {
+                Some((_, f)) => f(hook, hdr),
+                None => HookVerdict::Accept,
+            },
+        }
+    }
+
     fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
         let Some((id, dir, _)) = self.track else {
             return;
@@ -254,98 +575,131 @@ impl Datapath {
     /// A datapath for the compiled program; its `service` blocks become IPVS services, and
     /// their virtual addresses count as this host's.
     pub fn new(jit: JitProgram, ct: Table, host: Vec<Ipv4Addr>) -> Datapath {
-        let (services, locals) = services_of(&jit, &host);
-        Datapath {
+        let mut dp = Datapath {
             jit,
             ct,
-            services,
+            ipvs: IpvsState {
+                persistence_sweep: 1024,
+                ..IpvsState::default()
+            },
             host,
-            locals,
+            locals: Vec::new(),
             rng: 0x2545_f491_4f6c_dd1d,
             stats: DatapathStats::default(),
             forwards: true,
             routes: None,
-            bindings: Vec::new(),
-            binding_ids: std::collections::HashMap::new(),
-            binding_counts: Vec::new(),
-            binding_stats: Vec::new(),
-            persistence: std::collections::HashMap::new(),
-            persistence_sweep: 1024,
+            handlers: Vec::new(),
+            now: 0,
+        };
+        dp.install();
+        dp
+    }
+
+    /// Takes the program's services and registers the hook functions with it.
+    fn install(&mut self) {
+        let (services, locals) = services_of(&self.jit, &self.host);
+        for f in builtins(!services.is_empty()) {
+            self.jit.register(f);
         }
+        for &(f, _) in &self.handlers {
+            self.jit.register(f);
+        }
+        self.ipvs.services = services;
+        self.locals = locals;
+    }
+
+    /// Registers `f` at `hook` with `priority` (lower runs first; after the tables and the
+    /// other functions of equal priority): it runs for every packet that reaches it, from
+    /// the next one on, and survives reloads. Returns its id.
+    pub fn register_hook(&mut self, hook: Hook, priority: i32, f: HookHandler) -> u32 {
+        let id = self.handlers.len() as u32;
+        let hf = HookFn { hook, priority, id };
+        self.handlers.push((hf, f));
+        self.jit.register(hf);
+        id
+    }
+
+    /// Every function at `hook` in the order a packet meets them, by name: tables as
+    /// `TABLE`, the built-in points, registered functions as `fn ID` (`fwc list` shows them).
+    pub fn hook_order(&self, hook: Hook) -> Vec<String> {
+        self.jit
+            .hook_ops(hook)
+            .iter()
+            .map(|op| match *op {
+                fwc_jit::HookOp::Table(k) => self.jit.program().hooks[hook.index()][k]
+                    .table
+                    .name()
+                    .to_string(),
+                fwc_jit::HookOp::Conntrack => "conntrack".into(),
+                fwc_jit::HookOp::NatPoint => "nat (translation)".into(),
+                fwc_jit::HookOp::Fn(FN_FORWARD_TTL) => "ip_forward (TTL)".into(),
+                fwc_jit::HookOp::Fn(FN_IPVS) => "ipvs".into(),
+                fwc_jit::HookOp::Fn(FN_CONFIRM) => "conntrack confirm".into(),
+                fwc_jit::HookOp::Fn(id) => format!("fn {id}"),
+            })
+            .collect()
     }
 
     /// Swaps in a new program (`fwc reload`): the connection table, and with it every
     /// connection's NAT and its real server, is kept; the virtual services are rebuilt from
     /// the new program (a service that is in both keeps its scheduler's state only through
-    /// the connections already made).
+    /// the connections already made); registered functions stay registered.
     pub fn replace_program(&mut self, jit: JitProgram) {
-        let (services, locals) = services_of(&jit, &self.host);
         self.jit = jit;
-        self.services = services;
-        self.locals = locals;
+        self.install();
         // the connections made go on counting on their servers, if still there
-        self.sync_ipvs();
-        for s in &mut self.services {
+        self.ipvs.sync(&mut self.ct);
+        let ipvs = &mut self.ipvs;
+        for s in &mut ipvs.services {
             for d in &mut s.dests {
                 let key = (s.proto, s.vip, s.port, d.addr, d.port);
-                if let Some(&b) = self.binding_ids.get(&key) {
-                    (d.active, d.inactive) = self.binding_counts[b as usize];
+                if let Some(&b) = ipvs.binding_ids.get(&key) {
+                    (d.active, d.inactive) = ipvs.binding_counts[b as usize];
                 }
             }
         }
     }
 
-    /// Applies conntrack's IPVS count changes to the real servers.
+    /// Brings the IPVS counts up to date: conntrack's changes, expired connections.
     fn sync_ipvs(&mut self) {
-        for ev in self.ct.take_ipvs_events() {
-            let Some(c) = self.binding_counts.get_mut(ev.binding as usize) else {
-                continue;
-            };
-            c.0 = c.0.saturating_add_signed(ev.active);
-            c.1 = c.1.saturating_add_signed(ev.inactive);
-            if ev.opened {
-                self.binding_stats[ev.binding as usize].conns += 1;
-            }
-            let (p, vip, vport, rip, rport) = self.bindings[ev.binding as usize];
-            let dest = self
-                .services
-                .iter_mut()
-                .filter(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
-                .flat_map(|s| s.dests.iter_mut())
-                .find(|d| (d.addr, d.port) == (rip, rport));
-            if let Some(d) = dest {
-                (d.active, d.inactive) = *c;
-            }
-        }
+        self.ipvs.sync(&mut self.ct);
+        let ipvs = &mut self.ipvs;
+        ipvs.conns.sweep(self.now, true, &mut ipvs.changes);
+        ipvs.apply_changes();
     }
 
     /// The virtual services as `ipvsadm -L -n` prints them, with their current counts.
     pub fn ipvs_listing(&mut self) -> String {
         self.sync_ipvs();
-        ipvs::list(&self.services, 4096)
+        ipvs::list(&self.ipvs.services, 4096)
     }
 
     /// The virtual services with their traffic, as `ipvsadm -L -n --stats` prints them.
     pub fn ipvs_stats_listing(&mut self) -> String {
         self.sync_ipvs();
-        let (ids, stats) = (&self.binding_ids, &self.binding_stats);
-        ipvs::list_stats(&self.services, 4096, |s, d| {
+        let (ids, stats) = (&self.ipvs.binding_ids, &self.ipvs.binding_stats);
+        ipvs::list_stats(&self.ipvs.services, 4096, |s, d| {
             ids.get(&(s.proto, s.vip, s.port, d.addr, d.port))
                 .map(|&b| stats[b as usize])
                 .unwrap_or_default()
         })
     }
 
-    fn binding(&mut self, key: Binding) -> u32 {
-        if let Some(&b) = self.binding_ids.get(&key) {
-            return b;
-        }
-        let b = self.bindings.len() as u32;
-        self.bindings.push(key);
-        self.binding_ids.insert(key, b);
-        self.binding_counts.push((0, 0));
-        self.binding_stats.push(ipvs::Stats::default());
-        b
+    /// The virtual services (with their current counts).
+    pub fn services(&mut self) -> &[ipvs::Service] {
+        self.sync_ipvs();
+        &self.ipvs.services
+    }
+
+    /// The connections IPVS forwards by direct routing or tunnelling, with their states.
+    pub fn ipvs_connections(&mut self) -> Vec<(ipvs::ConnKey, ipvs::Conn, Ipv4Addr)> {
+        self.sync_ipvs();
+        let ipvs = &self.ipvs;
+        ipvs.conns
+            .entries()
+            .into_iter()
+            .map(|(k, c)| (k, c, ipvs.bindings[c.binding as usize].3))
+            .collect()
     }
 
     /// Whether `addr` is one of this host's addresses (or a virtual service's).
@@ -367,6 +721,30 @@ impl Datapath {
         self.jit.counters()
     }
 
+    /// The address a tunnelled packet to `real` leaves from: the output interface's (as the
+    /// host has it, or as the program declares it), else this host's first that is not a
+    /// virtual address.
+    fn tunnel_source(&self, real: Ipv4Addr) -> Ipv4Addr {
+        let program = self.jit.program();
+        let routes = self.routes.as_ref();
+        routes
+            .and_then(|r| r.source(real))
+            .or_else(|| {
+                routes
+                    .and_then(|r| r.lookup(real))
+                    .and_then(|oif| program.interface_addr(oif))
+                    .map(Ipv4Addr::from)
+            })
+            .or_else(|| {
+                self.host
+                    .iter()
+                    .copied()
+                    .find(|a| !self.ipvs.services.iter().any(|s| s.vip == *a))
+            })
+            .or_else(|| self.host.first().copied())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
     /// Runs one frame through the pipeline at `now` (ms).
     pub fn process(
         &mut self,
@@ -377,6 +755,7 @@ impl Datapath {
         oif: Option<&str>,
     ) -> Decision {
         self.stats.frames += 1;
+        self.now = self.now.max(now);
         let pass = |frame: &[u8]| Decision {
             fate: Fate::Accept,
             path: None,
@@ -384,6 +763,7 @@ impl Datapath {
             ct: None,
             frame: Some(frame.to_vec()),
             reason: None,
+            next_hop: None,
         };
         let l3_at = match link {
             Link::RawIp => 0,
@@ -397,7 +777,7 @@ impl Datapath {
                 Err(_) => {
                     self.stats.malformed += 1;
                     self.stats.dropped += 1;
-                    return self.dropped(None, None, None, "truncated Ethernet frame");
+                    return dropped(None, None, None, "truncated Ethernet frame");
                 }
             },
         };
@@ -405,7 +785,7 @@ impl Datapath {
         let Ok(ip) = ipv4::Packet::new_checked(ip_bytes) else {
             self.stats.malformed += 1;
             self.stats.dropped += 1;
-            return self.dropped(None, None, None, "not a valid IPv4 packet");
+            return dropped(None, None, None, "not a valid IPv4 packet");
         };
         let path = if self.locals.contains(&ip.dst()) {
             PathKind::Input
@@ -429,15 +809,28 @@ impl Datapath {
             rng: &mut self.rng,
             locals: &self.locals,
             routes: self.routes.as_ref(),
+            ipvs: &mut self.ipvs,
+            handlers: &mut self.handlers,
+            forwards: self.forwards,
+            confirmed: false,
+            reason: None,
+            ipvs_action: None,
         };
         let outcome = self
             .jit
             .classify_with(path, ip_bytes, &meta, &mut FreshOracle, &mut hooks);
-        let track = hooks.track;
+        let PacketHooks {
+            track,
+            info,
+            confirmed,
+            reason,
+            ipvs_action,
+            ..
+        } = hooks;
+        // the NEW entry this packet made, not yet in the table
         let new_entry = track
-            .filter(|(_, _, i)| *i == CtInfo::New)
+            .filter(|(_, _, i)| *i == CtInfo::New && !confirmed)
             .map(|(id, _, _)| id);
-        let info = hooks.info;
         let o = match outcome {
             Ok(o) => o,
             Err(_) => {
@@ -445,120 +838,60 @@ impl Datapath {
                     self.ct.discard(id);
                 }
                 self.stats.dropped += 1;
-                return self.dropped(Some(path), None, info, "NAT could not translate the packet");
+                return dropped(Some(path), None, info, "NAT could not translate the packet");
             }
         };
-        let path = o.path;
-        match o.fate {
-            Fate::Accept => {}
-            other => {
+        match (o.fate, ipvs_action) {
+            (Fate::Accept, _) | (Fate::Stolen, Some(_)) => {}
+            (other, _) => {
                 if let Some(id) = new_entry {
                     self.ct.discard(id);
                 }
                 match other {
                     Fate::Reject(_) => self.stats.rejected += 1,
                     Fate::Queue { .. } => self.stats.queued += 1,
+                    Fate::Stolen => self.stats.stolen += 1,
                     _ => self.stats.dropped += 1,
                 }
                 return Decision {
                     fate: other,
-                    path: Some(path),
+                    path: Some(o.path),
                     deciding_rule: o.deciding_rule,
                     ct: info,
                     frame: None,
-                    reason: None,
+                    reason: reason.filter(|_| other == Fate::Drop),
+                    next_hop: None,
                 };
             }
         }
-        // IPVS, after input filtering: a new connection to a virtual service is scheduled to a
-        // real server and, for NAT forwarding, becomes a destination NAT of its conntrack
-        // entry, so that later packets and the replies are translated like any NAT
-        let mut path = path;
-        if let (Some(id), PathKind::Input) = (new_entry, path) {
-            // the counts the schedulers read, up to date (expiry ran in this packet's track)
-            self.sync_ipvs();
-            let t = self.ct.get(id).map(|e| e.tuple[0]);
-            if let Some(t) = t {
-                if let Some(svc) = self
-                    .services
-                    .iter_mut()
-                    .find(|s| s.proto == t.proto && s.vip == t.dst && s.port == t.dport)
-                {
-                    // a persistent service sends a client back to the server it had, as long as
-                    // its template lives (IPVS persistence templates: client address ->
-                    // real server, refreshed by every packet of the client's connections)
-                    let tkey = (svc.proto, svc.vip, svc.port, t.src);
-                    let kept = svc.persistent.and_then(|_| {
-                        let &(addr, port, until) = self.persistence.get(&tkey)?;
-                        (until > now)
-                            .then(|| {
-                                svc.dests
-                                    .iter()
-                                    .position(|d| (d.addr, d.port) == (addr, port) && d.weight > 0)
-                            })
-                            .flatten()
-                    });
-                    let Some(k) = kept.or_else(|| svc.pick(t.src, t.sport)) else {
-                        self.ct.discard(id);
-                        self.stats.dropped += 1;
-                        return self.dropped(
-                            Some(path),
-                            o.deciding_rule,
-                            info,
-                            "no real server available",
-                        );
-                    };
-                    let d = &svc.dests[k];
-                    if d.forward != ipvs::Forward::Nat {
-                        self.ct.discard(id);
-                        self.stats.dropped += 1;
-                        return self.dropped(
-                            Some(path),
-                            o.deciding_rule,
-                            info,
-                            "IPVS direct routing and tunnelling are not supported yet",
-                        );
-                    }
-                    let mut after = t;
-                    after.dst = d.addr;
-                    after.dport = d.port;
-                    let key = (svc.proto, svc.vip, svc.port, d.addr, d.port);
-                    if let Some(secs) = svc.persistent {
-                        self.persistence
-                            .insert(tkey, (d.addr, d.port, now + u64::from(secs) * 1000));
-                        // expired templates go when the map has doubled since the last sweep
-                        if self.persistence.len() > self.persistence_sweep {
-                            self.persistence.retain(|_, v| v.2 > now);
-                            self.persistence_sweep = (2 * self.persistence.len()).max(1024);
-                        }
-                    }
-                    self.ct.set_nat(id, after, Manip::Dst);
-                    let b = self.binding(key);
-                    self.ct.bind_ipvs(id, b);
-                    path = PathKind::Forward;
+        let mut path = o.path;
+        // IPVS took the packet at `input`: it goes to its real server, without the
+        // forward rules
+        let mut track = track;
+        if let Some(a) = ipvs_action {
+            path = PathKind::Forward;
+            if a.forward != ipvs::Forward::Nat {
+                // IPVS's own connection carries it: untracked (`net.ipv4.vs.conntrack=0`)
+                if let Some(id) = new_entry {
+                    self.ct.discard(id);
                 }
-            }
-        }
-        // a later packet of a connection to a virtual service, accepted by the input rules:
-        // IPVS sends it on to its real server (translated below), without the forward rules
-        if let Some((id, Dir::Original, _)) = track {
-            if path == PathKind::Input && new_entry.is_none() && self.ct.ipvs_binding(id).is_some()
-            {
-                path = PathKind::Forward;
+                track = None;
             }
         }
         let forwarding = path == PathKind::Forward && self.forwards;
         if forwarding && o.packet.ttl <= 1 {
-            if let Some(id) = new_entry {
+            if let Some(id) = new_entry.filter(|_| track.is_some()) {
                 self.ct.discard(id);
             }
             self.stats.dropped += 1;
-            return self.dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
+            return dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
         }
-        if let Some(id) = new_entry {
+        // an IPVS NAT connection's entry, stolen before conntrack's confirm, goes in as
+        // the packet is sent on
+        if let (Some(id), Some(_)) = (new_entry.filter(|_| track.is_some()), ipvs_action) {
             if !self.ct.confirm(id, now) {
                 self.stats.dropped += 1;
-                return self.dropped(Some(path), o.deciding_rule, info, "conntrack table full");
+                return dropped(Some(path), o.deciding_rule, info, "conntrack table full");
             }
         }
         // the packet passed: write its translation and TTL into the frame
@@ -578,30 +911,26 @@ impl Datapath {
             }
         }
         // IPVS traffic counters: in towards the real server, out from it
-        if let Some((id, dir, _)) = track {
-            if let Some(b) = self.ct.ipvs_binding(id) {
-                let (p, vip, vport, _, _) = self.bindings[b as usize];
-                if let Some(client) = self.ct.get(id).map(|e| e.tuple[0].src) {
-                    if let Some(tpl) = self.persistence.get_mut(&(p, vip, vport, client)) {
-                        let secs = self
-                            .services
-                            .iter()
-                            .find(|s| (s.proto, s.vip, s.port) == (p, vip, vport))
-                            .and_then(|s| s.persistent)
-                            .unwrap_or(0);
-                        tpl.2 = tpl.2.max(now + u64::from(secs) * 1000);
-                    }
-                }
-                let st = &mut self.binding_stats[b as usize];
-                let len = u64::from(ip_len);
-                if dir == Dir::Original {
-                    st.inpkts += 1;
-                    st.inbytes += len;
-                } else {
-                    st.outpkts += 1;
-                    st.outbytes += len;
-                }
+        let binding = match (ipvs_action, track) {
+            (Some(a), _) => Some((a.binding, Dir::Original)),
+            (None, Some((id, dir, _))) => self.ct.ipvs_binding(id).map(|b| (b, dir)),
+            (None, None) => None,
+        };
+        if let Some((b, dir)) = binding {
+            let client = match track {
+                Some((id, _, _)) => self.ct.get(id).map(|e| e.tuple[0].src),
+                None => Some(ip_src(&out[l3_at..])),
+            };
+            self.ipvs.account(b, client, dir, u64::from(ip_len), now);
+        }
+        let mut next_hop = None;
+        match ipvs_action.map(|a| (a.forward, a.real)) {
+            Some((ipvs::Forward::Dr, real)) => next_hop = Some(real),
+            Some((ipvs::Forward::Tunnel, real)) => {
+                let src = self.tunnel_source(real);
+                out = encapsulate(&out, l3_at, src, real);
             }
+            _ => {}
         }
         self.stats.accepted += 1;
         Decision {
@@ -611,25 +940,62 @@ impl Datapath {
             ct: info,
             frame: Some(out),
             reason: None,
+            next_hop,
         }
     }
+}
 
-    fn dropped(
-        &self,
-        path: Option<PathKind>,
-        rule: Option<RuleId>,
-        ct: Option<CtInfo>,
-        why: &'static str,
-    ) -> Decision {
-        Decision {
-            fate: Fate::Drop,
-            path,
-            deciding_rule: rule,
-            ct,
-            frame: None,
-            reason: Some(why),
+fn dropped(
+    path: Option<PathKind>,
+    rule: Option<RuleId>,
+    ct: Option<CtInfo>,
+    why: &'static str,
+) -> Decision {
+    Decision {
+        fate: Fate::Drop,
+        path,
+        deciding_rule: rule,
+        ct,
+        frame: None,
+        reason: Some(why),
+        next_hop: None,
+    }
+}
+
+fn ip_src(ip: &[u8]) -> Ipv4Addr {
+    ipv4::Packet::new_checked(ip)
+        .map(|p| p.src())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+/// The frame with its IPv4 packet (at `l3_at`) inside an IP-in-IP packet from `src` to
+/// `dst`, as IPVS tunnelling sends it (`ip_vs_tunnel_xmit`): the outer header takes the
+/// inner one's TTL, TOS and don't-fragment bit.
+fn encapsulate(frame: &[u8], l3_at: usize, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let inner = &frame[l3_at..];
+    let Ok(p) = ipv4::Packet::new_checked(inner) else {
+        return frame.to_vec();
+    };
+    let r = ipv4::Repr {
+        src,
+        dst,
+        protocol: 4,
+        ttl: p.ttl(),
+        ident: p.ident(),
+        dont_frag: p.dont_frag(),
+        payload_len: inner.len(),
+    };
+    let mut out = Vec::with_capacity(frame.len() + 20);
+    out.extend_from_slice(&frame[..l3_at]);
+    out.resize(l3_at + 20, 0);
+    out.extend_from_slice(inner);
+    if r.emit(&mut out[l3_at..]).is_ok() {
+        out[l3_at + 1] = p.dscp_ecn();
+        if let Ok(mut outer) = ipv4::Packet::new_checked(&mut out[l3_at..]) {
+            outer.fill_checksum();
         }
     }
+    out
 }
 
 /// The program's virtual services, and this host's addresses with their virtual addresses.

@@ -488,6 +488,230 @@ pub fn list(services: &[Service], table_size: usize) -> String {
     out
 }
 
+/// IPVS's own TCP states (`ip_vs_proto_tcp.c`), for connections it forwards by direct
+/// routing or tunnelling, whose replies it never sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TcpState {
+    None,
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    SynAck,
+}
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        use TcpState::*;
+        match self {
+            None => "NONE",
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait => "FIN_WAIT",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            SynAck => "SYNACK",
+        }
+    }
+
+    /// The kernel's default timeout in this state, in seconds (`tcp_timeouts`).
+    pub fn timeout(self) -> u64 {
+        use TcpState::*;
+        match self {
+            None => 2,
+            Established => 15 * 60,
+            SynSent | FinWait | TimeWait | Listen | SynAck => 2 * 60,
+            SynRecv | CloseWait => 60,
+            Close => 10,
+            LastAck => 30,
+        }
+    }
+
+    /// The next state after a packet from the client with `flags` (TCP flag bits), by the
+    /// INPUT-ONLY table: the director sees one direction of these connections. The flag
+    /// that picks the row: RST, else SYN, else FIN, else ACK; none changes nothing.
+    pub fn next_input_only(self, flags: u8) -> TcpState {
+        use TcpState::*;
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        // the INPUT-ONLY rows of `tcp_states`; columns are the current state
+        #[rustfmt::skip]
+        const T: [[TcpState; 11]; 4] = [
+            //       sNO      sES          sSS          sSR          sFW      sTW       sCL      sCW        sLA      sLI     sSA
+            /*syn*/ [SynRecv, Established, Established, SynRecv,     SynRecv, SynRecv,  SynRecv, SynRecv,   SynRecv, SynRecv, SynRecv],
+            /*fin*/ [Close,   FinWait,     SynSent,     TimeWait,    FinWait, TimeWait, Close,   CloseWait, LastAck, Listen, TimeWait],
+            /*ack*/ [Close,   Established, SynSent,     Established, FinWait, TimeWait, Close,   CloseWait, Close,   Listen, Established],
+            /*rst*/ [Close,   Close,       Close,       SynRecv,     Close,   Close,    Close,   Close,     LastAck, Listen, Close],
+        ];
+        let row = if flags & RST != 0 {
+            3
+        } else if flags & SYN != 0 {
+            0
+        } else if flags & FIN != 0 {
+            1
+        } else if flags & ACK != 0 {
+            2
+        } else {
+            return self;
+        };
+        T[row][self as usize]
+    }
+}
+
+/// The UDP (and other non-TCP) timeout of an IPVS connection, in seconds.
+pub const UDP_TIMEOUT: u64 = 5 * 60;
+
+/// A connection IPVS forwards without conntrack: client (protocol, address, port) to a
+/// virtual service (address, port).
+pub type ConnKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn {
+    /// the datapath's binding (service and real server) of this connection
+    pub binding: u32,
+    pub state: TcpState,
+    /// when it expires, in ms
+    pub expires: u64,
+}
+
+impl Conn {
+    /// Counted among the real server's active connections (else inactive), as
+    /// `IP_VS_CONN_F_INACTIVE` says: a TCP connection in ESTABLISHED; never a UDP one.
+    pub fn active(&self, proto: u8) -> bool {
+        proto == 6 && self.state == TcpState::Established
+    }
+}
+
+/// IPVS's connection table for direct routing and tunnelling (`ip_vs_conn_tab`): looked up
+/// by the client's tuple, refreshed by each packet, expired by a sweep once per second of
+/// packet time (not per packet).
+#[derive(Debug, Default)]
+pub struct Conns {
+    map: std::collections::HashMap<ConnKey, Conn>,
+    next_sweep: u64,
+}
+
+/// A change in a binding's (active, inactive) counts.
+pub type CountChange = (u32, i32, i32);
+
+impl Conns {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The live connection of `key` at `now`, after a packet with TCP `flags` (0 for other
+    /// protocols): its state moved on and its timer restarted. Count changes go to `changes`.
+    pub fn touch(
+        &mut self,
+        key: ConnKey,
+        now: u64,
+        flags: u8,
+        changes: &mut Vec<CountChange>,
+    ) -> Option<Conn> {
+        let c = self.map.get_mut(&key)?;
+        if c.expires <= now {
+            let c = self.map.remove(&key)?;
+            changes.push(uncount(&c, key.0));
+            return None;
+        }
+        let before = c.active(key.0);
+        if key.0 == 6 {
+            c.state = c.state.next_input_only(flags);
+            c.expires = now + c.state.timeout() * 1000;
+        } else {
+            c.expires = now + UDP_TIMEOUT * 1000;
+        }
+        let after = c.active(key.0);
+        if before != after {
+            let d = if after { 1 } else { -1 };
+            changes.push((c.binding, d, -d));
+        }
+        Some(*c)
+    }
+
+    /// A new connection from its first packet (TCP `flags`).
+    pub fn open(
+        &mut self,
+        key: ConnKey,
+        binding: u32,
+        now: u64,
+        flags: u8,
+        changes: &mut Vec<CountChange>,
+    ) -> Conn {
+        if let Some(old) = self.map.remove(&key) {
+            changes.push(uncount(&old, key.0));
+        }
+        let (state, secs) = if key.0 == 6 {
+            let s = TcpState::None.next_input_only(flags);
+            (s, s.timeout())
+        } else {
+            (TcpState::None, UDP_TIMEOUT)
+        };
+        let c = Conn {
+            binding,
+            state,
+            expires: now + secs * 1000,
+        };
+        let a = i32::from(c.active(key.0));
+        changes.push((binding, a, 1 - a));
+        self.map.insert(key, c);
+        c
+    }
+
+    /// Removes the connections expired at `now`, at most once per second of packet time
+    /// unless `force`d.
+    pub fn sweep(&mut self, now: u64, force: bool, changes: &mut Vec<CountChange>) {
+        if !force && now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + 1000;
+        self.map.retain(|k, c| {
+            let keep = c.expires > now;
+            if !keep {
+                changes.push(uncount(c, k.0));
+            }
+            keep
+        });
+    }
+
+    /// Every connection, sorted by key (`ipvsadm -L -c`).
+    pub fn entries(&self) -> Vec<(ConnKey, Conn)> {
+        let mut v: Vec<_> = self.map.iter().map(|(k, c)| (*k, *c)).collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
+    }
+
+    pub fn clear(&mut self, changes: &mut Vec<CountChange>) {
+        for (k, c) in self.map.drain() {
+            changes.push(uncount(&c, k.0));
+        }
+    }
+}
+
+fn uncount(c: &Conn, proto: u8) -> CountChange {
+    if c.active(proto) {
+        (c.binding, -1, 0)
+    } else {
+        (c.binding, 0, -1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,5 +878,64 @@ mod tests {
             l,
             "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nTCP  10.0.0.100:80 wlc persistent 300\n  -> 10.244.1.23:8080             Masq    1      3          12        \n"
         );
+    }
+
+    /// A direct-routing connection's states by hand from the INPUT-ONLY table, with the
+    /// counts they give: SYN -> SYN_RECV (inactive), ACK -> ESTABLISHED (active),
+    /// FIN -> FIN_WAIT, ACK -> FIN_WAIT, RST -> CLOSE; expiry by the state's timeout.
+    #[test]
+    fn input_only_states_and_timers() {
+        use TcpState::*;
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        let mut s = None;
+        let mut seen = vec![];
+        for f in [SYN, ACK, ACK, FIN | ACK, ACK, RST | ACK, SYN] {
+            s = s.next_input_only(f);
+            seen.push(s);
+        }
+        assert_eq!(
+            seen,
+            [
+                SynRecv,
+                Established,
+                Established,
+                FinWait,
+                FinWait,
+                Close,
+                SynRecv
+            ]
+        );
+        // an ACK that opens nothing closes; no flag changes nothing
+        assert_eq!(None.next_input_only(ACK), Close);
+        assert_eq!(Established.next_input_only(0), Established);
+
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        let v = Ipv4Addr::new(198, 51, 100, 1);
+        let key = (6, a, 1000, v, 80);
+        let mut conns = Conns::default();
+        let mut ch = vec![];
+        let c = conns.open(key, 7, 0, SYN, &mut ch);
+        assert_eq!((c.state, c.expires), (SynRecv, 60_000));
+        assert_eq!(ch, [(7, 0, 1)], "a new connection counts inactive");
+        ch.clear();
+        let c = conns.touch(key, 1000, ACK, &mut ch).unwrap();
+        assert_eq!((c.state, c.expires), (Established, 1000 + 900_000));
+        assert_eq!(ch, [(7, 1, -1)], "established: inactive to active");
+        ch.clear();
+        // past its timer it is gone, and uncounted
+        assert!(conns.touch(key, 901_000, ACK, &mut ch).is_none());
+        assert_eq!(ch, [(7, -1, 0)]);
+        assert!(conns.is_empty());
+        // UDP: five minutes, never active
+        let u = (17, a, 53, v, 53);
+        conns.open(u, 2, 0, 0, &mut ch);
+        ch.clear();
+        conns.sweep(299_999, true, &mut ch);
+        assert_eq!(conns.len(), 1);
+        conns.sweep(300_000, true, &mut ch);
+        assert_eq!((conns.len(), ch), (0, vec![(2, 0, -1)]));
     }
 }

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Routes {
     /// (destination, mask, interface, gateway or 0), longest mask first
     routes: Vec<(u32, u32, String, u32)>,
+    /// each interface's addresses, the first its preferred source
+    pub sources: Vec<(String, Ipv4Addr)>,
 }
 
 impl Routes {
@@ -34,11 +36,24 @@ impl Routes {
             })
             .collect();
         routes.sort_by_key(|(_, m, _, _)| std::cmp::Reverse(m.count_ones()));
-        Routes { routes }
+        Routes {
+            routes,
+            sources: Vec::new(),
+        }
     }
 
+    /// The kernel's routes, with this host's interface addresses as sources.
     pub fn from_proc() -> io::Result<Routes> {
-        Ok(Routes::parse(&std::fs::read_to_string("/proc/net/route")?))
+        let mut r = Routes::parse(&std::fs::read_to_string("/proc/net/route")?);
+        r.sources = interface_addresses()?;
+        Ok(r)
+    }
+
+    /// The address a packet this host sends to `a` leaves from: the first address of the
+    /// interface it leaves by.
+    pub fn source(&self, a: Ipv4Addr) -> Option<Ipv4Addr> {
+        let oif = self.lookup(a)?;
+        self.sources.iter().find(|(i, _)| i == oif).map(|(_, s)| *s)
     }
 
     /// The interface a packet to `a` leaves by (longest prefix match).
@@ -76,6 +91,11 @@ pub fn ifname(index: u32) -> Option<String> {
 
 /// This host's IPv4 addresses (`getifaddrs`).
 pub fn local_addresses() -> io::Result<Vec<Ipv4Addr>> {
+    Ok(interface_addresses()?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// This host's IPv4 addresses with their interfaces' names (`getifaddrs`).
+pub fn interface_addresses() -> io::Result<Vec<(String, Ipv4Addr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head to `head` on success; the list is freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -92,7 +112,12 @@ pub fn local_addresses() -> io::Result<Vec<Ipv4Addr>> {
             if i32::from(fam) == libc::AF_INET {
                 // SAFETY: an AF_INET address is a sockaddr_in.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                // SAFETY: `ifa_name` of a getifaddrs node is a NUL-terminated string.
+                let name = unsafe { CStr::from_ptr(ifa.ifa_name) };
+                out.push((
+                    name.to_string_lossy().into_owned(),
+                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                ));
             }
         }
         cur = ifa.ifa_next;
@@ -249,6 +274,11 @@ pub fn run_nfqueue(
             names.get(outdev),
         );
         match (d.fate, d.frame) {
+            // a verdict cannot name a next hop: IPVS direct routing needs `--afpacket`
+            (Fate::Accept, Some(_)) if d.next_hop.is_some() => {
+                stats.dropped += 1;
+                QueueVerdict::Drop
+            }
             (Fate::Accept, Some(frame)) => {
                 stats.accepted += 1;
                 if frame != payload {

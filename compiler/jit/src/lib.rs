@@ -125,6 +125,84 @@ pub trait Hooks {
     fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
         let _ = (hook, hdr);
     }
+
+    /// A function registered with [`JitProgram::register`] (by its `id`), reached at its
+    /// hook and priority. It may change the addresses, ports and mark in `hdr`.
+    fn call(&mut self, id: u32, hook: Hook, hdr: &mut Packet) -> HookVerdict {
+        let _ = (id, hook, hdr);
+        HookVerdict::Accept
+    }
+}
+
+/// A hook function's verdict: netfilter's `NF_*` (SEMANTICS.md 3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookVerdict {
+    /// on to the next function at this hook (`NF_ACCEPT`)
+    Accept,
+    /// the packet ends here (`NF_DROP`)
+    Drop,
+    /// handed to queue `num`; `bypass`: on when nobody listens (`NF_QUEUE`)
+    Queue { num: u16, bypass: bool },
+    /// the function took the packet: nothing more happens to it (`NF_STOLEN`)
+    Stolen,
+    /// the same function again (`NF_REPEAT`), at most [`MAX_REPEATS`] times in a row;
+    /// one more and the packet is dropped
+    Repeat,
+    /// accepted, skipping the functions left at this hook (`NF_STOP`)
+    Stop,
+}
+
+/// How many `Repeat`s in a row a hook function may answer before the packet is dropped.
+pub const MAX_REPEATS: u32 = 16;
+
+/// A function registered at a hook with a priority (lower runs first; at equal priority the
+/// compiled tables and the built-in points come first, then functions in registration
+/// order, as `nf_register_net_hook` inserts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookFn {
+    pub hook: Hook,
+    pub priority: i32,
+    pub id: u32,
+}
+
+/// One step of a hook: what runs there, in priority order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOp {
+    /// a base chain of the program (index into `Program::hooks[hook]`)
+    Table(usize),
+    /// connection tracking (-200, prerouting and output): [`Hooks::conntrack`]
+    Conntrack,
+    /// the nat table's place when its chain does not run: [`Hooks::nat_point`]
+    NatPoint,
+    /// a registered function: [`Hooks::call`]
+    Fn(u32),
+}
+
+/// The steps of every hook for `program` with the functions `registered`, in order.
+fn hook_ops(program: &Program, registered: &[HookFn]) -> [Vec<HookOp>; 5] {
+    Hook::ALL.map(|hook| {
+        let mut ops: Vec<(i32, u8, HookOp)> = program.hooks[hook.index()]
+            .iter()
+            .enumerate()
+            .map(|(k, e)| (e.priority, 0, HookOp::Table(k)))
+            .collect();
+        if matches!(hook, Hook::Prerouting | Hook::Output) {
+            ops.push((fwc_compiler::ir::CONNTRACK_PRIORITY, 1, HookOp::Conntrack));
+        }
+        // netfilter's NAT has no place at `forward`
+        if hook != Hook::Forward {
+            ops.push((Table::Nat.priority(hook), 1, HookOp::NatPoint));
+        }
+        ops.extend(
+            registered
+                .iter()
+                .filter(|f| f.hook == hook)
+                .map(|f| (f.priority, 2, HookOp::Fn(f.id))),
+        );
+        // stable: functions of equal priority keep their registration order
+        ops.sort_by_key(|&(prio, rank, _)| (prio, rank));
+        ops.into_iter().map(|(_, _, op)| op).collect()
+    })
 }
 
 /// The interpreter's behaviour.
@@ -227,6 +305,9 @@ pub struct JitProgram {
     bytes: Vec<u64>,
     scratch: (Vec<u64>, Vec<u64>),
     clif: Option<String>,
+    /// functions registered at the hooks, and every hook's steps in order
+    registered: Vec<HookFn>,
+    ops: [Vec<HookOp>; 5],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -1370,9 +1451,33 @@ impl JitProgram {
             bytes: vec![0; n],
             scratch: (Vec::new(), Vec::new()),
             clif,
+            registered: Vec::new(),
+            ops: hook_ops(program, &[]),
             tree_rules,
             code_size,
         })
+    }
+
+    /// Registers a function at a hook: from the next packet on, [`Hooks::call`] runs it
+    /// there with `f.id`, in priority order among the tables and the other functions.
+    pub fn register(&mut self, f: HookFn) {
+        self.registered.push(f);
+        self.ops = hook_ops(&self.program, &self.registered);
+    }
+
+    /// Removes every function registered with `id`.
+    pub fn unregister(&mut self, id: u32) {
+        self.registered.retain(|f| f.id != id);
+        self.ops = hook_ops(&self.program, &self.registered);
+    }
+
+    pub fn registered(&self) -> &[HookFn] {
+        &self.registered
+    }
+
+    /// The steps of `hook`, in the order a packet meets them.
+    pub fn hook_ops(&self, hook: Hook) -> &[HookOp] {
+        &self.ops[hook.index()]
     }
 
     /// Bytes the decision trees use.
@@ -1520,31 +1625,65 @@ impl JitProgram {
         let mut hi = 0;
         while let Some(&hook) = path.hooks().get(hi) {
             hi += 1;
-            let ct_point = matches!(hook, Hook::Prerouting | Hook::Output);
-            let nat_prio = Table::Nat.priority(hook);
-            // netfilter's NAT has no place at `forward`: a packet is translated at prerouting
-            // / output (destination) and input / postrouting (source) only
-            let (mut ct_done, mut nat_done) = (!ct_point, hook == Hook::Forward);
-            let entries = &self.program.hooks[hook.index()];
-            for k in 0..=entries.len() {
-                let prio = entries.get(k).map(|e| e.priority).unwrap_or(i32::MAX);
-                if !ct_done && prio > fwc_compiler::ir::CONNTRACK_PRIORITY {
-                    ct_done = true;
-                    let p = hdr(&ctx, &oif);
-                    ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
-                }
-                let is_nat = entries.get(k).is_some_and(|e| e.table == Table::Nat);
-                let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
-                if !nat_done && (prio > nat_prio || (is_nat && !first_packet)) {
-                    nat_done = true;
-                    let mut p = hdr(&ctx, &oif);
-                    env.hooks.nat_point(hook, &mut p);
-                    write_back(&mut ctx, &p);
-                }
-                let Some(e) = entries.get(k) else { break };
+            // translated already at this hook (by the nat chain or its place)
+            let mut nat_done = false;
+            let mut repeats = 0;
+            let mut i = 0;
+            while let Some(&op) = self.ops[hook.index()].get(i) {
+                i += 1;
+                let e = match op {
+                    HookOp::Conntrack => {
+                        let p = hdr(&ctx, &oif);
+                        ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
+                        continue;
+                    }
+                    HookOp::NatPoint => {
+                        if !nat_done {
+                            nat_done = true;
+                            let mut p = hdr(&ctx, &oif);
+                            env.hooks.nat_point(hook, &mut p);
+                            write_back(&mut ctx, &p);
+                        }
+                        continue;
+                    }
+                    HookOp::Fn(id) => {
+                        let mut p = hdr(&ctx, &oif);
+                        let v = env.hooks.call(id, hook, &mut p);
+                        write_back(&mut ctx, &p);
+                        ctx.mark = p.mark;
+                        let fate = match v {
+                            HookVerdict::Accept => {
+                                repeats = 0;
+                                continue;
+                            }
+                            HookVerdict::Stop => break,
+                            HookVerdict::Repeat if repeats < MAX_REPEATS => {
+                                repeats += 1;
+                                i -= 1;
+                                continue;
+                            }
+                            HookVerdict::Repeat | HookVerdict::Drop => Fate::Drop,
+                            HookVerdict::Queue { num, bypass } => Fate::Queue { num, bypass },
+                            HookVerdict::Stolen => Fate::Stolen,
+                        };
+                        ctx.rule = NO_RULE;
+                        let logs = std::mem::take(&mut env.logs);
+                        return Ok(done(&ctx, fate, logs, path, &oif));
+                    }
+                    HookOp::Table(k) => &self.program.hooks[hook.index()][k],
+                };
                 if e.table == Table::Nat {
+                    // the nat chain sees a connection's first packet only; the others are
+                    // translated here as their connection says
+                    let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
+                    let translated = nat_done;
                     nat_done = true;
                     if !first_packet {
+                        if !translated {
+                            let mut p = hdr(&ctx, &oif);
+                            env.hooks.nat_point(hook, &mut p);
+                            write_back(&mut ctx, &p);
+                        }
                         continue;
                     }
                 }
