@@ -1114,9 +1114,18 @@ fn cmd_run_live(
             }
             live::run_nfqueue(&mut dp, queues, fail_open, &live::STOP, &mut between)
                 .map(|s| {
+                    let per_queue: Vec<String> = s
+                        .per_queue
+                        .iter()
+                        .map(|(q, n)| format!("queue {q}: {n}"))
+                        .collect();
                     format!(
-                        "{} packets: {} accepted ({} rewritten), {} dropped",
-                        s.packets, s.accepted, s.modified, s.dropped
+                        "{} packets ({}): {} accepted ({} rewritten), {} dropped",
+                        s.packets,
+                        per_queue.join(", "),
+                        s.accepted,
+                        s.modified,
+                        s.dropped
                     )
                 })
                 .map_err(|e| {

@@ -46,6 +46,13 @@ fn ok(ns: Option<&str>, args: &[&str]) {
     );
 }
 
+/// `iptables -t raw ARGS` in `ns`.
+fn raw_table(ns: &str, args: &[&str]) {
+    let mut a = vec!["iptables", "-t", "raw"];
+    a.extend_from_slice(args);
+    ok(Some(ns), &a);
+}
+
 impl Net {
     fn new() -> Net {
         Net::with(false)
@@ -105,31 +112,18 @@ impl Net {
                 &["sysctl", "-qw", "net.ipv4.conf.all.accept_local=1"],
             );
             // every packet the firewall receives goes to fwc, untracked by the kernel
-            for target in [&["CT", "--notrack"][..], &["NFQUEUE", "--queue-num", "7"]] {
-                let mut args = vec!["iptables", "-t", "raw", "-A", "PREROUTING", "-j"];
-                args.extend_from_slice(target);
-                ok(Some(f), &args);
-            }
+            raw_table(f, &["-A", "PREROUTING", "-j", "CT", "--notrack"]);
+            raw_table(
+                f,
+                &["-A", "PREROUTING", "-j", "NFQUEUE", "--queue-num", "7"],
+            );
         } else {
             // fwc routes: the kernel must neither forward nor answer the IP packets it sees
             // copies of (with forwarding off it would send host-unreachable errors, and it
             // would reset connections masqueraded behind its own address); ARP stays its
             ok(Some(f), &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
             for i in ["f0", "f1"] {
-                ok(
-                    Some(f),
-                    &[
-                        "iptables",
-                        "-t",
-                        "raw",
-                        "-A",
-                        "PREROUTING",
-                        "-i",
-                        i,
-                        "-j",
-                        "DROP",
-                    ],
-                );
+                raw_table(f, &["-A", "PREROUTING", "-i", i, "-j", "DROP"]);
             }
         }
         n
@@ -196,11 +190,13 @@ fn spawn_fwc(ns: &str, rules: &std::path::Path, socket: &std::path::Path, extra:
         .arg(fwc_bin())
         .arg("run")
         .arg(rules)
-        .args(if extra.contains(&"--afpacket") {
-            &[][..]
-        } else {
-            &["--nfqueue", "7"][..]
-        })
+        .args(
+            if extra.contains(&"--afpacket") || extra.contains(&"--nfqueue") {
+                &[][..]
+            } else {
+                &["--nfqueue", "7"][..]
+            },
+        )
         .args(["--duration", "25", "--socket"])
         .arg(socket)
         .args(extra)
@@ -329,6 +325,66 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     }
     assert!(start.elapsed() < Duration::from_secs(20));
     Ok(())
+}
+
+/// Two queues, one worker each: the firewall queues TCP to queue 7 and everything else to
+/// queue 8; fwc serves both (`--nfqueue 7,8`), and both carry traffic.
+fn nfqueue_two_queues_one_worker_each() -> Result<(), String> {
+    let net = Net::new();
+    let f = net.f.as_str();
+    raw_table(
+        f,
+        &["-D", "PREROUTING", "-j", "NFQUEUE", "--queue-num", "7"],
+    );
+    for (proto, q) in [("tcp", "7"), ("all", "8")] {
+        raw_table(
+            f,
+            &[
+                "-A",
+                "PREROUTING",
+                "-p",
+                proto,
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                q,
+            ],
+        );
+    }
+    let id = std::process::id();
+    let rules = std::env::temp_dir().join(format!("fwc-netns-2q-{id}.fw"));
+    let socket = std::env::temp_dir().join(format!("fwc-netns-2q-{id}.sock"));
+    std::fs::write(&rules, RULES).unwrap();
+    let mut fw = spawn_fwc(f, &rules, &socket, &["--nfqueue", "7,8"]);
+    let srv = server(&net.s, 20);
+    std::thread::sleep(Duration::from_millis(700));
+    let tcp = tcp_from_client(&net.c, SERVER, 80, "");
+    let blocked = tcp_from_client(&net.c, SERVER, 81, "");
+    let udp = udp_from_client(&net.c);
+    let out = stop(&mut fw, srv);
+    let _ = std::fs::remove_file(&rules);
+    let log = format!("fwc stderr:\n{}", out.1);
+    if tcp != "192.0.2.2" || !blocked.starts_with("error:") || udp != "re:q" {
+        return Err(format!(
+            "tcp/80 and udp/53 should pass and tcp/81 not: {tcp:?} {blocked:?} {udp:?}\n{log}"
+        ));
+    }
+    // both workers served packets: TCP's on 7 (a handshake, data, close each way), UDP's
+    // on 8 (the datagram and its answer)
+    let served = |q: &str| -> Option<u64> {
+        let at = out.1.find(&format!("queue {q}: "))? + 8 + q.len();
+        out.1[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    match (served("7"), served("8")) {
+        (Some(a), Some(b)) if a >= 4 && b >= 2 => Ok(()),
+        other => Err(format!(
+            "both queues should have served packets: {other:?}\n{log}"
+        )),
+    }
 }
 
 const RULES_NAT: &str = "
@@ -873,7 +929,7 @@ fn is_root() -> bool {
 type Test = fn() -> Result<(), String>;
 
 fn main() {
-    let tests: [(&str, Test); 7] = [
+    let tests: [(&str, Test); 8] = [
         ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
         (
             "nfqueue_nat_seen_from_both_sides",
@@ -893,6 +949,10 @@ fn main() {
         ),
         ("afpacket_ipvs_direct_routing", afpacket_ipvs_direct_routing),
         ("afpacket_ipvs_tunnelling", afpacket_ipvs_tunnelling),
+        (
+            "nfqueue_two_queues_one_worker_each",
+            nfqueue_two_queues_one_worker_each,
+        ),
     ];
     if !is_root() {
         println!("netns tests skipped: they need root (network namespaces, iptables, NFQUEUE)");

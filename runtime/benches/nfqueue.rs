@@ -136,9 +136,10 @@ fn noop(stop: &AtomicBool) -> io::Result<u64> {
         &[QUEUE],
         false,
         stop,
-        &mut |_, _, _| live::QueueVerdict::Accept,
+        &|batch, out| out.extend(batch.iter().map(|_| live::QueueVerdict::Accept)),
         &mut || {},
     )
+    .map(|q| q.iter().map(|(_, n)| n).sum())
 }
 
 fn datapath() -> Datapath {

@@ -1,8 +1,9 @@
-//! Live packet sources and the host facts they need: NFQUEUE (through the `nfq` crate's
-//! netlink socket), the kernel's IPv4 routes (`/proc/net/route`), this host's addresses and
+//! Live packet sources and the host facts they need: NFQUEUE (a worker per queue over
+//! [`crate::nfqueue`]'s netlink sockets), the kernel's IPv4 routes (`/proc/net/route`), this host's addresses and
 //! interface names (libc FFI).
 
 use crate::datapath::{Datapath, Link};
+use crate::nfqueue;
 use fwc_compiler::interp::Fate;
 use std::ffi::CStr;
 use std::io;
@@ -151,9 +152,11 @@ pub fn stop_on_signals() {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NfqStats {
     pub packets: u64,
+    /// (queue, packets served) for each queue
+    pub per_queue: Vec<(u16, u64)>,
     pub accepted: u64,
     pub dropped: u64,
     pub modified: u64,
@@ -165,67 +168,108 @@ pub enum QueueVerdict {
     /// accept with these bytes instead of the packet's
     AcceptModified(Vec<u8>),
     Drop,
-    /// hand to another queue
-    Queue(u16),
+    /// hand to another queue (`bypass`: accepted when nobody listens there)
+    Queue {
+        num: u16,
+        bypass: bool,
+    },
 }
 
-/// Serves NFQUEUE queues until `stop` is set, giving each packet the verdict `handle`
-/// decides from its bytes and its input and output interface indices. `between` runs
-/// between packets. When the queues are empty the loop backs off, from yielding the CPU to
-/// sleeping up to a millisecond, so that an idle datapath costs little and a busy one
-/// never sleeps.
+impl From<QueueVerdict> for nfqueue::Answer {
+    fn from(v: QueueVerdict) -> nfqueue::Answer {
+        let (verdict, payload) = match v {
+            QueueVerdict::Accept => (nfqueue::Verdict::Accept, None),
+            QueueVerdict::AcceptModified(b) => (nfqueue::Verdict::Accept, Some(b)),
+            QueueVerdict::Drop => (nfqueue::Verdict::Drop, None),
+            QueueVerdict::Queue { num, bypass } => (nfqueue::Verdict::Queue { num, bypass }, None),
+        };
+        nfqueue::Answer { verdict, payload }
+    }
+}
+
+/// A batch of queued packets: (bytes, input interface index, output interface index).
+pub type QueuedBatch<'a> = [(&'a [u8], u32, u32)];
+
+/// Serves NFQUEUE queues until `stop` is set: one worker thread per queue, each on its own
+/// netlink socket, draining up to [`nfqueue::BATCH`] waiting packets at a time, handing
+/// them to `handle` together (which pushes one verdict per packet, in order) and sending
+/// their verdicts in one datagram (runs of equal plain verdicts as one batch verdict). An
+/// idle worker sleeps in `poll`. `between` runs on the calling thread about every
+/// millisecond until the workers end. Returns the packets each queue served; a worker's
+/// error stops the others and is returned.
 pub fn serve_queues(
     queues: &[u16],
     fail_open: bool,
     stop: &AtomicBool,
-    handle: &mut dyn FnMut(&[u8], u32, u32) -> QueueVerdict,
+    handle: &(dyn Fn(&QueuedBatch<'_>, &mut Vec<QueueVerdict>) + Sync),
     between: &mut dyn FnMut(),
+) -> io::Result<Vec<(u16, u64)>> {
+    let failed = AtomicBool::new(false);
+    let done = |failed: &AtomicBool| stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = queues
+            .iter()
+            .map(|&num| {
+                let failed = &failed;
+                s.spawn(move || -> io::Result<u64> {
+                    let r = serve_one(num, fail_open, &|| done(failed), handle);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+            })
+            .collect();
+        while !done(&failed) && !workers.iter().all(|w| w.is_finished()) {
+            between();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut served = Vec::new();
+        let mut err = None;
+        for (w, &num) in workers.into_iter().zip(queues) {
+            match w.join() {
+                Ok(Ok(n)) => served.push((num, n)),
+                Ok(Err(e)) => err = err.or(Some(e)),
+                Err(_) => err = err.or(Some(io::Error::other("an NFQUEUE worker panicked"))),
+            }
+        }
+        err.map_or(Ok(served), Err)
+    })
+}
+
+/// One queue's worker.
+fn serve_one(
+    num: u16,
+    fail_open: bool,
+    done: &dyn Fn() -> bool,
+    handle: &(dyn Fn(&QueuedBatch<'_>, &mut Vec<QueueVerdict>) + Sync),
 ) -> io::Result<u64> {
-    let mut q = nfq::Queue::open()?;
-    for &n in queues {
-        q.bind(n)?;
-        q.set_fail_open(n, fail_open)?;
-        q.set_copy_range(n, u16::MAX)?;
-        q.set_queue_max_len(n, 4096)?;
+    let mut q = nfqueue::Queue::open(num, fail_open, 4096)?;
+    let mut served = 0u64;
+    let mut verdicts = Vec::with_capacity(nfqueue::BATCH);
+    let mut answers: Vec<nfqueue::Answer> = Vec::with_capacity(nfqueue::BATCH);
+    while !done() {
+        if q.recv_batch()?.is_empty() {
+            q.wait(Duration::from_millis(20))?;
+            continue;
+        }
+        {
+            let batch: Vec<(&[u8], u32, u32)> = q
+                .batch()
+                .iter()
+                .map(|p| (q.payload(p), p.indev, p.outdev))
+                .collect();
+            verdicts.clear();
+            handle(&batch, &mut verdicts);
+            served += batch.len() as u64;
+            // a handler that answered too few: the rest are accepted as they are
+            verdicts.resize_with(batch.len(), || QueueVerdict::Accept);
+        }
+        answers.clear();
+        answers.extend(verdicts.drain(..).map(nfqueue::Answer::from));
+        q.answer(&answers)?;
     }
-    q.set_nonblocking(true);
-    let mut idle = 0u32;
-    let mut packets = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        between();
-        let mut msg = match q.recv() {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                idle = idle.saturating_add(1);
-                match idle {
-                    0..=64 => std::thread::yield_now(),
-                    65..=1000 => std::thread::sleep(Duration::from_micros(20)),
-                    _ => std::thread::sleep(Duration::from_millis(1)),
-                }
-                continue;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        idle = 0;
-        packets += 1;
-        let v = handle(msg.get_payload(), msg.get_indev(), msg.get_outdev());
-        let verdict = match v {
-            QueueVerdict::Accept => nfq::Verdict::Accept,
-            QueueVerdict::AcceptModified(bytes) => {
-                msg.set_payload(bytes);
-                nfq::Verdict::Accept
-            }
-            QueueVerdict::Drop => nfq::Verdict::Drop,
-            QueueVerdict::Queue(n) => nfq::Verdict::Queue(n),
-        };
-        msg.set_verdict(verdict);
-        q.verdict(msg)?;
-    }
-    for &n in queues {
-        let _ = q.unbind(n);
-    }
-    Ok(packets)
+    Ok(served)
 }
 
 /// Interface names by index, looked up once (`if_indextoname` is a system call).
@@ -243,11 +287,11 @@ impl IfNames {
 
 /// Serves NFQUEUE queues until `stop` is set: each queued IPv4 packet goes through the
 /// datapath and gets its verdict (with the rewritten payload when NAT changed it). One
-/// worker serves every queue given. With `fail_open` the kernel accepts packets when the
-/// queue is full instead of dropping them.
+/// worker thread per queue; they share the datapath (one batch at a time holds it). With
+/// `fail_open` the kernel accepts packets when a queue is full instead of dropping them.
 ///
-/// `between` runs between packets (and while the queues are idle) with the datapath and
-/// its clock (ms): the caller serves its control socket and reloads there.
+/// `between` runs about every millisecond with the datapath and its clock (ms): the caller
+/// serves its control socket and reloads there.
 pub fn run_nfqueue(
     dp: &mut Datapath,
     queues: &[u16],
@@ -256,48 +300,52 @@ pub fn run_nfqueue(
     between: &mut dyn FnMut(&mut Datapath, u64),
 ) -> io::Result<NfqStats> {
     let start = Instant::now();
-    let mut stats = NfqStats::default();
-    let mut names = IfNames::default();
-    // the datapath is used by both closures, one after the other
-    let dp = std::cell::RefCell::new(dp);
-    let mut handle = |payload: &[u8], indev: u32, outdev: u32| {
-        // queued before routing, a packet has no output interface yet: the datapath's
-        // routing (`Datapath::routes`) gives it one after prerouting
-        names.learn(indev);
-        names.learn(outdev);
-        let now = start.elapsed().as_millis() as u64;
-        let d = dp.borrow_mut().process(
-            now,
-            Link::RawIp,
-            payload,
-            names.get(indev),
-            names.get(outdev),
-        );
-        match (d.fate, d.frame) {
-            // a verdict cannot name a next hop: IPVS direct routing needs `--afpacket`
-            (Fate::Accept, Some(_)) if d.next_hop.is_some() => {
-                stats.dropped += 1;
-                QueueVerdict::Drop
-            }
-            (Fate::Accept, Some(frame)) => {
-                stats.accepted += 1;
-                if frame != payload {
-                    stats.modified += 1;
-                    QueueVerdict::AcceptModified(frame)
-                } else {
-                    QueueVerdict::Accept
+    let shared = std::sync::Mutex::new((dp, NfqStats::default(), IfNames::default()));
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let handle = |batch: &QueuedBatch<'_>, out: &mut Vec<QueueVerdict>| {
+        let mut g = lock();
+        let (dp, stats, names) = &mut *g;
+        for &(payload, indev, outdev) in batch {
+            // queued before routing, a packet has no output interface yet: the datapath's
+            // routing (`Datapath::routes`) gives it one after prerouting
+            names.learn(indev);
+            names.learn(outdev);
+            let now = start.elapsed().as_millis() as u64;
+            let d = dp.process(
+                now,
+                Link::RawIp,
+                payload,
+                names.get(indev),
+                names.get(outdev),
+            );
+            out.push(match (d.fate, d.frame) {
+                // a verdict cannot name a next hop: IPVS direct routing needs `--afpacket`
+                (Fate::Accept, Some(_)) if d.next_hop.is_some() => {
+                    stats.dropped += 1;
+                    QueueVerdict::Drop
                 }
-            }
-            (Fate::Queue { num, .. }, _) => QueueVerdict::Queue(num),
-            _ => {
-                stats.dropped += 1;
-                QueueVerdict::Drop
-            }
+                (Fate::Accept, Some(frame)) => {
+                    stats.accepted += 1;
+                    if frame != payload {
+                        stats.modified += 1;
+                        QueueVerdict::AcceptModified(frame)
+                    } else {
+                        QueueVerdict::Accept
+                    }
+                }
+                (Fate::Queue { num, bypass }, _) => QueueVerdict::Queue { num, bypass },
+                _ => {
+                    stats.dropped += 1;
+                    QueueVerdict::Drop
+                }
+            });
         }
     };
-    let mut tick = || between(&mut dp.borrow_mut(), start.elapsed().as_millis() as u64);
-    let packets = serve_queues(queues, fail_open, stop, &mut handle, &mut tick)?;
-    stats.packets = packets;
+    let mut tick = || between(lock().0, start.elapsed().as_millis() as u64);
+    let per_queue = serve_queues(queues, fail_open, stop, &handle, &mut tick)?;
+    let mut stats = shared.into_inner().unwrap_or_else(|e| e.into_inner()).1;
+    stats.packets = per_queue.iter().map(|q| q.1).sum();
+    stats.per_queue = per_queue;
     Ok(stats)
 }
 
