@@ -122,6 +122,9 @@ enum Cmd {
         /// Print the connection table at the end, as `conntrack -L` does
         #[arg(long)]
         conntrack: bool,
+        /// A conntrack setting by its Linux sysctl name, e.g. `nf_conntrack_max=262144` or `net.netfilter.nf_conntrack_tcp_timeout_established=3600` (repeatable)
+        #[arg(long = "sysctl", value_name = "KEY=VALUE")]
+        sysctls: Vec<String>,
         /// Print the virtual services at the end, as `ipvsadm -L -n` does
         #[arg(long)]
         ipvs: bool,
@@ -152,9 +155,15 @@ enum Cmd {
         /// Numeric addresses and ports (always the case)
         #[arg(short = 'n', long = "numeric")]
         numeric: bool,
+        /// The connections, with their states and timers (`ipvsadm -L -c -n`)
+        #[arg(short = 'c', long = "connection", conflicts_with_all = ["stats", "rate"])]
+        connection: bool,
         /// Connections, packets and bytes per service and real server
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rate")]
         stats: bool,
+        /// Connections, packets and bytes per second per service and real server, estimated as the kernel does (2-second steps, weight 1/4)
+        #[arg(long)]
+        rate: bool,
         /// The running datapath's control socket
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -334,32 +343,46 @@ fn real_main() -> ExitCode {
             iif,
             oif,
             conntrack,
+            sysctls,
             ipvs,
             socket,
-        } => match (pcap, dest) {
-            (Some(pcap), Some(dest)) => cmd_run(
-                &out,
-                &rules,
-                &pcap,
-                &dest,
+        } => {
+            let mut ct = fwc_runtime::conntrack::Config::default();
+            for s in &sysctls {
+                if let Err(e) = ct.set(s) {
+                    out.error(&format!("--sysctl: {e}"));
+                    return ExitCode::from(2);
+                }
+            }
+            let host = Host {
                 local,
-                (iif, oif),
-                (conntrack, ipvs),
-            ),
-            _ => cmd_run_live(
-                &out,
-                &rules,
-                &if afpacket.is_empty() {
-                    LiveSource::Nfqueue(nfqueue)
-                } else {
-                    LiveSource::AfPacket(afpacket)
-                },
-                (fail_open, duration),
-                local,
-                (conntrack, ipvs),
-                &socket,
-            ),
-        },
+                conntrack: ct,
+            };
+            match (pcap, dest) {
+                (Some(pcap), Some(dest)) => cmd_run(
+                    &out,
+                    &rules,
+                    &pcap,
+                    &dest,
+                    host,
+                    (iif, oif),
+                    (conntrack, ipvs),
+                ),
+                _ => cmd_run_live(
+                    &out,
+                    &rules,
+                    &if afpacket.is_empty() {
+                        LiveSource::Nfqueue(nfqueue)
+                    } else {
+                        LiveSource::AfPacket(afpacket)
+                    },
+                    (fail_open, duration),
+                    host,
+                    (conntrack, ipvs),
+                    &socket,
+                ),
+            }
+        }
         Cmd::Conntrack {
             list: _,
             count,
@@ -379,13 +402,19 @@ fn real_main() -> ExitCode {
         Cmd::Ipvs {
             list: _,
             numeric: _,
+            connection,
             stats,
+            rate,
             socket,
         } => cmd_control(
             &out,
             &socket,
-            &if stats {
+            &if connection {
+                fwc_runtime::control::Request::IpvsConnections
+            } else if stats {
                 fwc_runtime::control::Request::IpvsStats
+            } else if rate {
+                fwc_runtime::control::Request::IpvsRate
             } else {
                 fwc_runtime::control::Request::IpvsList
             },
@@ -906,12 +935,20 @@ fn load_jit(out: &Out, rules: &Path) -> Result<fwc_jit::JitProgram, ExitCode> {
     })
 }
 
+/// What a datapath is told about the host it runs on.
+struct Host {
+    /// its addresses (`--local`)
+    local: Vec<std::net::Ipv4Addr>,
+    /// conntrack's settings (`--sysctl`)
+    conntrack: fwc_runtime::conntrack::Config,
+}
+
 fn cmd_run(
     out: &Out,
     rules: &Path,
     pcap_in: &Path,
     dest: &Path,
-    local: Vec<std::net::Ipv4Addr>,
+    host: Host,
     (iif, oif): (Option<String>, Option<String>),
     (list_conntrack, list_ipvs): (bool, bool),
 ) -> ExitCode {
@@ -953,8 +990,8 @@ fn cmd_run(
     };
     let mut dp = Datapath::new(
         jit,
-        fwc_runtime::conntrack::Table::new(Default::default()),
-        local,
+        fwc_runtime::conntrack::Table::new(host.conntrack),
+        host.local,
     );
     let mut first_ts = None;
     let mut last_ms = 0;
@@ -1014,7 +1051,7 @@ fn cmd_run_live(
     rules: &Path,
     source: &LiveSource,
     (fail_open, duration): (bool, Option<u64>),
-    mut local: Vec<std::net::Ipv4Addr>,
+    host: Host,
     (list_conntrack, list_ipvs): (bool, bool),
     socket: &Path,
 ) -> ExitCode {
@@ -1023,6 +1060,7 @@ fn cmd_run_live(
         Ok(j) => j,
         Err(code) => return code,
     };
+    let mut local = host.local;
     if local.is_empty() {
         local = match live::local_addresses() {
             Ok(l) => l,
@@ -1035,7 +1073,7 @@ fn cmd_run_live(
     let routes = live::Routes::from_proc().unwrap_or_default();
     let mut dp = fwc_runtime::datapath::Datapath::new(
         jit,
-        fwc_runtime::conntrack::Table::new(Default::default()),
+        fwc_runtime::conntrack::Table::new(host.conntrack),
         local,
     );
     // under NFQUEUE the kernel routes queued packets and decrements their TTL itself; over
@@ -1079,6 +1117,8 @@ fn cmd_run_live(
     };
     let mut last_poll = u64::MAX;
     let mut between = |dp: &mut fwc_runtime::datapath::Datapath, now: u64| {
+        // the clock goes on without packets: IPVS's rates decay
+        dp.advance(now);
         if live::RELOAD.swap(false, std::sync::atomic::Ordering::Relaxed) {
             match reload(&rules_path) {
                 Ok(jit) => {

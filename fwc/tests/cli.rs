@@ -341,19 +341,24 @@ table filter { chain forward policy drop {
     )
     .unwrap();
     w.finish().unwrap();
-    let o = fwc(&[
-        "run",
-        rules.to_str().unwrap(),
-        "--pcap",
-        input.to_str().unwrap(),
-        "--out",
-        output.to_str().unwrap(),
-        "--local",
-        "203.0.113.2",
-        "--oif",
-        "eth0",
-        "--conntrack",
-    ]);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            rules.to_str().unwrap(),
+            "--pcap",
+            input.to_str().unwrap(),
+            "--out",
+            output.to_str().unwrap(),
+            "--local",
+            "203.0.113.2",
+            "--oif",
+            "eth0",
+            "--conntrack",
+        ];
+        args.extend_from_slice(extra);
+        fwc(&args)
+    };
+    let o = run(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(
         text(&o.stderr).contains("2 frames: 1 accepted, 1 dropped"),
@@ -361,6 +366,30 @@ table filter { chain forward policy drop {
         text(&o.stderr)
     );
     assert!(text(&o.stdout).contains("SYN_SENT src=10.0.0.2 dst=198.51.100.9 sport=40000 dport=443 [UNREPLIED] src=198.51.100.9 dst=203.0.113.2"), "{}", text(&o.stdout));
+    // the entry's timer: the third field of its `conntrack -L` line (seconds left)
+    let timer = |stdout: &str| -> u64 {
+        let l = stdout.lines().find(|l| l.contains("SYN_SENT")).unwrap();
+        l.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert!(
+        (119..=120).contains(&timer(&text(&o.stdout))),
+        "Linux's default, 120 s"
+    );
+    // conntrack's settings by their sysctl names
+    let run = |sysctl: &str| run(&["--sysctl", sysctl]);
+    let o = run("net.netfilter.nf_conntrack_tcp_timeout_syn_sent=30");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!((29..=30).contains(&timer(&text(&o.stdout))));
+    let o = run("nf_conntrack_tcp_timeout_synsent=30");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("unknown conntrack setting `nf_conntrack_tcp_timeout_synsent`"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run("nf_conntrack_tcp_loose=2");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("is 0 or 1"), "{}", text(&o.stderr));
     let recs: Vec<pcap::Record> = pcap::Reader::new(std::fs::File::open(&output).unwrap())
         .unwrap()
         .collect::<Result<_, _>>()

@@ -504,6 +504,8 @@ while time.time() < end:
     let lines = connections(&net.c, "192.0.2.1", 6, r#"(b"a", b"b")"#);
     let (_, listing, _) = fwc_ctl(&["ipvs", "-L", "-n"], &socket);
     let (_, stats, _) = fwc_ctl(&["ipvs", "-L", "-n", "--stats"], &socket);
+    let (_, conns, _) = fwc_ctl(&["ipvs", "-L", "-c", "-n"], &socket);
+    let (_, rate, _) = fwc_ctl(&["ipvs", "-L", "-n", "--rate"], &socket);
     let out = stop(&mut fw, srv);
     let _ = std::fs::remove_file(&rules);
     let log = format!(
@@ -540,6 +542,21 @@ while time.time() < end:
         return Err(format!(
             "ipvs -L -n should list the service and its servers\n{log}"
         ));
+    }
+    // `-c`: the six connections, from the client to the virtual address, each to a server
+    let conn_lines: Vec<&str> = conns
+        .lines()
+        .filter(|l| {
+            l.starts_with("TCP ") && l.contains(" 192.0.2.2:") && l.contains(" 192.0.2.1:80 ")
+        })
+        .collect();
+    if !conns.starts_with("IPVS connection entries\npro expire state") || conn_lines.len() != 6 {
+        return Err(format!("ipvs -L -c -n:\n{conns}\n{log}"));
+    }
+    if !rate.contains("CPS    InPPS   OutPPS    InBPS   OutBPS")
+        || !rate.contains("TCP  192.0.2.1:80")
+    {
+        return Err(format!("ipvs -L -n --rate:\n{rate}\n{log}"));
     }
     // six connections, two per server, each with packets both ways
     let svc = stats

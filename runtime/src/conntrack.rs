@@ -211,6 +211,94 @@ impl Default for Config {
     }
 }
 
+/// The timeouts by their Linux sysctl names.
+type TimeoutField = fn(&mut Timeouts) -> &mut u64;
+const TIMEOUT_KEYS: [(&str, TimeoutField); 13] = [
+    ("nf_conntrack_tcp_timeout_syn_sent", |t| &mut t.tcp_syn_sent),
+    ("nf_conntrack_tcp_timeout_syn_recv", |t| &mut t.tcp_syn_recv),
+    ("nf_conntrack_tcp_timeout_established", |t| {
+        &mut t.tcp_established
+    }),
+    ("nf_conntrack_tcp_timeout_fin_wait", |t| &mut t.tcp_fin_wait),
+    ("nf_conntrack_tcp_timeout_close_wait", |t| {
+        &mut t.tcp_close_wait
+    }),
+    ("nf_conntrack_tcp_timeout_last_ack", |t| &mut t.tcp_last_ack),
+    ("nf_conntrack_tcp_timeout_time_wait", |t| {
+        &mut t.tcp_time_wait
+    }),
+    ("nf_conntrack_tcp_timeout_close", |t| &mut t.tcp_close),
+    ("nf_conntrack_tcp_timeout_unacknowledged", |t| {
+        &mut t.tcp_unacknowledged
+    }),
+    ("nf_conntrack_udp_timeout", |t| &mut t.udp),
+    ("nf_conntrack_udp_timeout_stream", |t| &mut t.udp_stream),
+    ("nf_conntrack_icmp_timeout", |t| &mut t.icmp),
+    ("nf_conntrack_generic_timeout", |t| &mut t.generic),
+];
+
+impl Config {
+    /// The settings by their Linux sysctl names (`net.netfilter.` may be left out).
+    pub fn keys() -> impl Iterator<Item = &'static str> {
+        [
+            "nf_conntrack_max",
+            "nf_conntrack_buckets",
+            "nf_conntrack_tcp_loose",
+            "nf_conntrack_tcp_be_liberal",
+        ]
+        .into_iter()
+        .chain(TIMEOUT_KEYS.iter().map(|(k, _)| *k))
+    }
+
+    /// Sets one setting from `KEY=VALUE`, the key a Linux sysctl name (`keys`, with or
+    /// without `net.netfilter.`), the value a decimal number (seconds for timeouts, 0 or 1
+    /// for the switches).
+    pub fn set(&mut self, setting: &str) -> Result<(), String> {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("`{setting}` is not KEY=VALUE"))?;
+        let key = key.trim();
+        let key = key.strip_prefix("net.netfilter.").unwrap_or(key);
+        let n: u64 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{value}` is not a number (for {key})"))?;
+        let switch = |n: u64| match n {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(format!("{key} is 0 or 1, not {n}")),
+        };
+        match key {
+            "nf_conntrack_max" => self.max = n as usize,
+            "nf_conntrack_buckets" if n == 0 => return Err(format!("{key} must be at least 1")),
+            "nf_conntrack_buckets" => self.buckets = n as usize,
+            "nf_conntrack_tcp_loose" => self.tcp_loose = switch(n)?,
+            "nf_conntrack_tcp_be_liberal" => self.tcp_be_liberal = switch(n)?,
+            _ => match TIMEOUT_KEYS.iter().find(|(k, _)| *k == key) {
+                Some((_, field)) => *field(&mut self.timeouts) = n,
+                None => {
+                    let stem = key.trim_start_matches("nf_conntrack_");
+                    let near: Vec<&str> = Config::keys().filter(|k| k.contains(stem)).collect();
+                    return Err(format!(
+                        "unknown conntrack setting `{key}` ({}: {})",
+                        if near.is_empty() {
+                            "known"
+                        } else {
+                            "did you mean"
+                        },
+                        if near.is_empty() {
+                            Config::keys().collect::<Vec<_>>().join(", ")
+                        } else {
+                            near.join(", ")
+                        }
+                    ));
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
 /// A 64-bit mixer (splitmix64's finaliser).
 fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -797,6 +885,14 @@ impl Table {
             return None;
         }
         self.ipvs.get(&id.0).map(|t| t & !IPVS_ACTIVE)
+    }
+
+    /// The confirmed entries bound to IPVS real servers, with their bindings.
+    pub fn ipvs_entries(&self) -> impl Iterator<Item = (&Entry, u32)> + '_ {
+        self.ipvs.iter().filter_map(|(&i, &tag)| {
+            let e = self.entries.get(i as usize)?.as_ref()?;
+            e.confirmed().then_some((e, tag & !IPVS_ACTIVE))
+        })
     }
 
     /// The IPVS count changes since the last call, in order.

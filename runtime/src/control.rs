@@ -34,6 +34,10 @@ pub enum Request {
     IpvsList,
     /// `ipvsadm -L -n --stats`
     IpvsStats,
+    /// `ipvsadm -L -n --rate`
+    IpvsRate,
+    /// `ipvsadm -L -c -n`
+    IpvsConnections,
     /// the rules with their counters (`iptables -L -v -x`), with rule numbers or not
     List { line_numbers: bool },
     /// the rules' counters as JSON, the profile `fwc build --profile` reads
@@ -50,6 +54,8 @@ impl Request {
             Request::ConntrackFlush => "conntrack -F".into(),
             Request::IpvsList => "ipvs -L -n".into(),
             Request::IpvsStats => "ipvs -L -n --stats".into(),
+            Request::IpvsRate => "ipvs -L -n --rate".into(),
+            Request::IpvsConnections => "ipvs -L -c -n".into(),
             Request::List {
                 line_numbers: false,
             } => "list".into(),
@@ -67,6 +73,8 @@ impl Request {
             "conntrack -F" => Request::ConntrackFlush,
             "ipvs -L -n" => Request::IpvsList,
             "ipvs -L -n --stats" => Request::IpvsStats,
+            "ipvs -L -n --rate" => Request::IpvsRate,
+            "ipvs -L -c -n" => Request::IpvsConnections,
             "list" => Request::List {
                 line_numbers: false,
             },
@@ -184,6 +192,8 @@ pub fn handle(
         }
         Request::IpvsList => Ok(dp.ipvs_listing()),
         Request::IpvsStats => Ok(dp.ipvs_stats_listing()),
+        Request::IpvsRate => Ok(dp.ipvs_rates_listing()),
+        Request::IpvsConnections => Ok(dp.ipvs_connections_listing()),
         Request::List { line_numbers } => Ok(list_rules(dp, line_numbers)),
         Request::Counters => Ok(counters_json(dp)),
         Request::Reload(path) => {
@@ -202,6 +212,7 @@ pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
     use std::fmt::Write as _;
     let p = dp.program();
     let counters = dp.rule_counters();
+    let policies = dp.policy_counters();
     let mut out = String::new();
     for (i, c) in p.chains.iter().enumerate() {
         if i > 0 {
@@ -213,7 +224,12 @@ pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
                     Policy::Accept => "accept",
                     Policy::Drop => "drop",
                 };
-                let _ = writeln!(out, "Chain {} (policy {policy})", c.display_name());
+                let (pk, by) = policies.get(i).copied().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "Chain {} (policy {policy} {pk} packets, {by} bytes)",
+                    c.display_name()
+                );
             }
             ChainKind::Sub { .. } => {
                 let _ = writeln!(out, "Chain {}", c.display_name());
@@ -301,6 +317,8 @@ mod tests {
             Request::ConntrackFlush,
             Request::IpvsList,
             Request::IpvsStats,
+            Request::IpvsRate,
+            Request::IpvsConnections,
             Request::List { line_numbers: true },
             Request::List {
                 line_numbers: false,

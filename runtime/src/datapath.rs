@@ -142,6 +142,11 @@ struct IpvsState {
     persistence_sweep: usize,
     /// direct-routing and tunnelled connections
     conns: ipvs::Conns,
+    /// rate estimators per binding, and per service (protocol, address, port)
+    estimators: Vec<ipvs::Estimator>,
+    service_estimators: HashMap<(u8, Ipv4Addr, u16), ipvs::Estimator>,
+    /// when the estimators move on next (ms)
+    next_estimate: u64,
     /// count changes from `conns`, applied after each use (a reused buffer)
     changes: Vec<ipvs::CountChange>,
 }
@@ -169,7 +174,35 @@ impl IpvsState {
         self.binding_ids.insert(key, b);
         self.binding_counts.push((0, 0));
         self.binding_stats.push(ipvs::Stats::default());
+        self.estimators.push(ipvs::Estimator::default());
         b
+    }
+
+    /// Moves the rate estimators on by every 2-second period up to `now` (at most 64: after
+    /// that long without a step every rate has decayed to its last value's 1/10^8).
+    fn estimate(&mut self, now: u64) {
+        if self.next_estimate == 0 {
+            self.next_estimate = now + ipvs::ESTIMATOR_PERIOD;
+            return;
+        }
+        let mut steps = 0;
+        while now >= self.next_estimate {
+            if steps < 64 {
+                let mut per_service: HashMap<(u8, Ipv4Addr, u16), ipvs::Stats> = HashMap::new();
+                for (b, st) in self.binding_stats.iter().enumerate() {
+                    self.estimators[b].tick(st);
+                    let (p, vip, vport, _, _) = self.bindings[b];
+                    per_service.entry((p, vip, vport)).or_default().add(st);
+                }
+                for s in &self.services {
+                    let key = (s.proto, s.vip, s.port);
+                    let total = per_service.get(&key).copied().unwrap_or_default();
+                    self.service_estimators.entry(key).or_default().tick(&total);
+                }
+            }
+            steps += 1;
+            self.next_estimate += ipvs::ESTIMATOR_PERIOD;
+        }
     }
 
     /// Adds to a binding's (active, inactive) counts and its real server's.
@@ -660,6 +693,15 @@ impl Datapath {
         }
     }
 
+    /// Moves the datapath's clock to `now` (ms): the IPVS rate estimators step every 2 s.
+    /// Every packet does it; a live loop also calls it while no packet comes.
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        if !self.ipvs.services.is_empty() {
+            self.ipvs.estimate(self.now);
+        }
+    }
+
     /// Brings the IPVS counts up to date: conntrack's changes, expired connections.
     fn sync_ipvs(&mut self) {
         self.ipvs.sync(&mut self.ct);
@@ -683,6 +725,71 @@ impl Datapath {
                 .map(|&b| stats[b as usize])
                 .unwrap_or_default()
         })
+    }
+
+    /// The virtual services with their rates, as `ipvsadm -L -n --rate` prints them.
+    pub fn ipvs_rates_listing(&mut self) -> String {
+        self.sync_ipvs();
+        let ipvs = &self.ipvs;
+        ipvs::list_rates(&ipvs.services, 4096, |s, d| match d {
+            None => ipvs
+                .service_estimators
+                .get(&(s.proto, s.vip, s.port))
+                .map(|e| e.rates())
+                .unwrap_or_default(),
+            Some(d) => ipvs
+                .binding_ids
+                .get(&(s.proto, s.vip, s.port, d.addr, d.port))
+                .map(|&b| ipvs.estimators[b as usize].rates())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// IPVS's connections as `ipvsadm -L -c -n` prints them: the direct-routing and
+    /// tunnelled ones from IPVS's table (its states and timers), the masqueraded ones from
+    /// conntrack (conntrack's TCP state and timer, which keep them).
+    pub fn ipvs_connections_listing(&mut self) -> String {
+        self.sync_ipvs();
+        let now = self.now;
+        let secs = |expires: u64| expires.saturating_sub(now) / 1000;
+        let ipvs = &self.ipvs;
+        let mut lines: Vec<(ipvs::ConnKey, String)> = Vec::new();
+        for (k, c) in ipvs.conns.entries() {
+            let (_, _, _, rip, rport) = ipvs.bindings[c.binding as usize];
+            let state = if k.0 == 6 { c.state.name() } else { "UDP" };
+            let line = ipvs::conn_line(
+                k.0,
+                secs(c.expires),
+                state,
+                (k.1, k.2),
+                (k.3, k.4),
+                (rip, rport),
+            );
+            lines.push((k, line));
+        }
+        for (e, b) in self.ct.ipvs_entries() {
+            let Some(&(p, vip, vport, rip, rport)) = ipvs.bindings.get(b as usize) else {
+                continue;
+            };
+            let t = e.tuple[0];
+            let state = if p == 6 { e.tcp.name() } else { "UDP" };
+            let key = (p, t.src, t.sport, vip, vport);
+            let line = ipvs::conn_line(
+                p,
+                secs(e.expires),
+                state,
+                (t.src, t.sport),
+                (vip, vport),
+                (rip, rport),
+            );
+            lines.push((key, line));
+        }
+        lines.sort();
+        let mut out = ipvs::CONN_HEADER.to_string();
+        for (_, l) in lines {
+            out.push_str(&l);
+        }
+        out
     }
 
     /// The virtual services (with their current counts).
@@ -714,6 +821,11 @@ impl Datapath {
 
     pub fn program(&self) -> &Program {
         self.jit.program()
+    }
+
+    /// Per-chain (packets, bytes) decided by the chain's policy, indexed by chain id.
+    pub fn policy_counters(&self) -> &[(u64, u64)] {
+        self.jit.policy_counters()
     }
 
     /// Per-rule (packets, bytes), by rule id.
@@ -755,7 +867,7 @@ impl Datapath {
         oif: Option<&str>,
     ) -> Decision {
         self.stats.frames += 1;
-        self.now = self.now.max(now);
+        self.advance(now);
         let pass = |frame: &[u8]| Decision {
             fate: Fate::Accept,
             path: None,

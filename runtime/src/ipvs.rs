@@ -395,25 +395,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, o: &Stats) {
+    pub fn add(&mut self, o: &Stats) {
         self.conns += o.conns;
         self.inpkts += o.inpkts;
         self.outpkts += o.outpkts;
         self.inbytes += o.inbytes;
         self.outbytes += o.outbytes;
-    }
-
-    fn write(&self, out: &mut String) {
-        for v in [
-            self.conns,
-            self.inpkts,
-            self.outpkts,
-            self.inbytes,
-            self.outbytes,
-        ] {
-            out.push_str(&largenum(v));
-        }
-        out.push('\n');
     }
 }
 
@@ -428,34 +415,162 @@ fn largenum(i: u64) -> String {
     }
 }
 
-/// `ipvsadm -L -n --stats` for these services; `stats` gives each real server's counters.
+/// Linux's rate estimator (`ip_vs_est.c`): every 2 seconds the counters' growth, turned
+/// into a per-second rate in fixed point (connections and packets × 2^10, bytes × 2^5),
+/// moves the average a quarter of the way (`avg += (rate - avg) >> 2`); read back rounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimator {
+    last: Stats,
+    avg: [i64; 5],
+}
+
+/// How often the estimators move on, in ms.
+pub const ESTIMATOR_PERIOD: u64 = 2000;
+
+impl Estimator {
+    /// One 2-second step with the counters as they are now.
+    pub fn tick(&mut self, now: &Stats) {
+        let cur = now.columns();
+        let last = self.last.columns();
+        for (k, avg) in self.avg.iter_mut().enumerate() {
+            // conns and packets: per 2 s << 9 = per s << 10; bytes: << 4 = per s << 5
+            let shift = if k < 3 { 9 } else { 4 };
+            let rate = (cur[k].wrapping_sub(last[k]) << shift) as i64;
+            *avg += (rate - *avg) >> 2;
+        }
+        self.last = *now;
+    }
+
+    /// The rates: connections, packets in, packets out per second, bytes in, bytes out per
+    /// second.
+    pub fn rates(&self) -> [u64; 5] {
+        let mut r = [0; 5];
+        for (k, v) in r.iter_mut().enumerate() {
+            let a = self.avg[k].max(0) as u64;
+            *v = if k < 3 {
+                (a + 0x1ff) >> 10
+            } else {
+                (a + 0xf) >> 5
+            };
+        }
+        r
+    }
+}
+
+impl Stats {
+    fn columns(&self) -> [u64; 5] {
+        [
+            self.conns,
+            self.inpkts,
+            self.outpkts,
+            self.inbytes,
+            self.outbytes,
+        ]
+    }
+}
+
+/// `ipvsadm -L -n --stats` for these services; `stats` gives each real server's counters,
+/// and a service's are their sums.
 pub fn list_stats(
     services: &[Service],
     table_size: usize,
     stats: impl Fn(&Service, &Dest) -> Stats,
 ) -> String {
+    list_columns(
+        services,
+        table_size,
+        ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
+        |s, d| match d {
+            Some(d) => stats(s, d).columns(),
+            None => {
+                let mut total = Stats::default();
+                s.dests.iter().for_each(|d| total.add(&stats(s, d)));
+                total.columns()
+            }
+        },
+    )
+}
+
+/// `ipvsadm -L -n --rate` for these services; `rates` gives a service's (no real server)
+/// or a real server's rates.
+pub fn list_rates(
+    services: &[Service],
+    table_size: usize,
+    rates: impl Fn(&Service, Option<&Dest>) -> [u64; 5],
+) -> String {
+    list_columns(
+        services,
+        table_size,
+        ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"],
+        rates,
+    )
+}
+
+/// ipvsadm's five-number listings: a header, then per service its line and its real
+/// servers', each number by `print_largenum`.
+fn list_columns(
+    services: &[Service],
+    table_size: usize,
+    labels: [&str; 5],
+    values: impl Fn(&Service, Option<&Dest>) -> [u64; 5],
+) -> String {
+    let [a, b, c, d, e] = labels;
     let mut out = format!(
-        "IP Virtual Server version 1.2.1 (size={table_size})\n{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
-        "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        "IP Virtual Server version 1.2.1 (size={table_size})\n{:<33} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}\n  -> RemoteAddress:Port\n",
+        "Prot LocalAddress:Port"
     );
+    let row = |out: &mut String, v: [u64; 5]| {
+        for n in v {
+            out.push_str(&largenum(n));
+        }
+        out.push('\n');
+    };
     for s in services {
-        let proto = match s.proto {
-            6 => "TCP",
-            17 => "UDP",
-            _ => "SCTP",
-        };
-        let per: Vec<Stats> = s.dests.iter().map(|d| stats(s, d)).collect();
-        let mut total = Stats::default();
-        per.iter().for_each(|d| total.add(d));
-        let _ = write!(out, "{:<33}", format!("{proto}  {}:{}", s.vip, s.port));
-        total.write(&mut out);
-        for (d, st) in s.dests.iter().zip(&per) {
+        let _ = write!(
+            out,
+            "{:<33}",
+            format!("{}  {}:{}", proto_name(s.proto), s.vip, s.port)
+        );
+        row(&mut out, values(s, None));
+        for d in &s.dests {
             let _ = write!(out, "  -> {:<28}", format!("{}:{}", d.addr, d.port));
-            st.write(&mut out);
+            row(&mut out, values(s, Some(d)));
         }
     }
     out
 }
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        6 => "TCP",
+        17 => "UDP",
+        _ => "SCTP",
+    }
+}
+
+/// One line of `ipvsadm -L -c -n`: protocol, seconds left, state, client, virtual address,
+/// real server.
+pub fn conn_line(
+    proto: u8,
+    expires_in_s: u64,
+    state: &str,
+    client: (std::net::Ipv4Addr, u16),
+    virt: (std::net::Ipv4Addr, u16),
+    real: (std::net::Ipv4Addr, u16),
+) -> String {
+    let at = |(a, p): (std::net::Ipv4Addr, u16)| format!("{a}:{p}");
+    let (c, v, r) = (at(client), at(virt), at(real));
+    format!(
+        "{:<3} {:02}:{:02}  {state:<11} {c:<18} {v:<18} {r}\n",
+        proto_name(proto),
+        expires_in_s / 60,
+        expires_in_s % 60,
+    )
+}
+
+/// The header of `ipvsadm -L -c -n`.
+pub const CONN_HEADER: &str =
+    "IPVS connection entries\npro expire state       source             virtual            destination\n";
 
 /// `ipvsadm -L -n` for these services.
 pub fn list(services: &[Service], table_size: usize) -> String {
@@ -463,11 +578,7 @@ pub fn list(services: &[Service], table_size: usize) -> String {
         "IP Virtual Server version 1.2.1 (size={table_size})\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
     );
     for s in services {
-        let proto = match s.proto {
-            6 => "TCP",
-            17 => "UDP",
-            _ => "SCTP",
-        };
+        let proto = proto_name(s.proto);
         let _ = write!(out, "{proto}  {}:{} {}", s.vip, s.port, s.scheduler_name);
         if let Some(t) = s.persistent {
             let _ = write!(out, " persistent {t}");
@@ -937,5 +1048,87 @@ mod tests {
         assert_eq!(conns.len(), 1);
         conns.sweep(300_000, true, &mut ch);
         assert_eq!((conns.len(), ch), (0, vec![(2, 0, -1)]));
+    }
+
+    /// The kernel's estimator by hand: 100 packets of 100 bytes a second in, one new
+    /// connection a second. Rate per 2 s step << 9 (packets) or << 4 (bytes), the average
+    /// moving a quarter of the way, read back rounded: 25, 44, 58 packets/s; 2500, 4375,
+    /// 5781 bytes/s; connections 256, 448, 592 / 1024 per second: 0, 0, 1.
+    #[test]
+    fn rate_estimator_follows_the_kernel() {
+        let mut e = Estimator::default();
+        let mut st = Stats::default();
+        let mut seen = vec![];
+        for _ in 0..3 {
+            st.conns += 2;
+            st.inpkts += 200;
+            st.inbytes += 20_000;
+            e.tick(&st);
+            seen.push(e.rates());
+        }
+        assert_eq!(
+            seen,
+            [
+                [0, 25, 0, 2500, 0],
+                [0, 44, 0, 4375, 0],
+                [1, 58, 0, 5781, 0]
+            ]
+        );
+        // constant traffic converges to its rate; none decays to 0
+        for _ in 0..60 {
+            st.conns += 2;
+            st.inpkts += 200;
+            st.inbytes += 20_000;
+            e.tick(&st);
+        }
+        assert_eq!(e.rates(), [1, 100, 0, 10_000, 0]);
+        for _ in 0..60 {
+            e.tick(&st);
+        }
+        assert_eq!(e.rates(), [0; 5]);
+    }
+
+    #[test]
+    fn rate_and_connection_listings_match_ipvsadm() {
+        let mut svc = Service::new(
+            6,
+            Ipv4Addr::new(10, 0, 0, 100),
+            80,
+            "rr",
+            vec![Dest::new(Ipv4Addr::new(10, 0, 0, 2), 80, 1)],
+        )
+        .unwrap();
+        svc.dests[0].forward = Forward::Dr;
+        let l = list_rates(&[svc], 4096, |_, d| {
+            if d.is_none() {
+                [3, 250, 0, 30_000, 0]
+            } else {
+                [3, 250, 0, 123_456_789, 0]
+            }
+        });
+        assert_eq!(
+            l,
+            concat!(
+                "IP Virtual Server version 1.2.1 (size=4096)\n",
+                "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n",
+                "  -> RemoteAddress:Port\n",
+                "TCP  10.0.0.100:80                       3      250        0    30000        0\n",
+                "  -> 10.0.0.2:80                         3      250        0  123456K        0\n",
+            )
+        );
+        let c = conn_line(
+            6,
+            899,
+            "ESTABLISHED",
+            (Ipv4Addr::new(192, 0, 2, 10), 51234),
+            (Ipv4Addr::new(10, 0, 0, 100), 80),
+            (Ipv4Addr::new(10, 0, 0, 2), 80),
+        );
+        assert_eq!(
+            format!("{CONN_HEADER}{c}"),
+            "IPVS connection entries\n\
+pro expire state       source             virtual            destination\n\
+TCP 14:59  ESTABLISHED 192.0.2.10:51234   10.0.0.100:80      10.0.0.2:80\n"
+        );
     }
 }

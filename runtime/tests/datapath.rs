@@ -378,6 +378,17 @@ fn the_control_socket_lists_counts_flushes_and_reloads() {
             .fate,
         Fate::Accept
     );
+    // two from outside to the LAN that no forward rule accepts: the policy drops them
+    for port in [23, 24] {
+        let d = dp.process(
+            0,
+            Link::RawIp,
+            &tcp_ip(VISITOR, 1000, PC, port, 1, 0, SYN),
+            Some("eth0"),
+            Some("eth1"),
+        );
+        assert_eq!((d.fate, d.deciding_rule), (Fate::Drop, None));
+    }
     let sock = std::env::temp_dir().join(format!("fwc-ctl-test-{}.sock", std::process::id()));
     let mut ctl = Control::bind(&sock).unwrap();
     // a second datapath cannot take the same socket while this one answers
@@ -430,8 +441,20 @@ fn the_control_socket_lists_counts_flushes_and_reloads() {
         "{rules}"
     );
     assert!(line.ends_with("# router.fw:11"), "{line}");
+    // the policies count what they decided, as `iptables -L -v` does: every packet went
+    // through nat/prerouting's policy; filter/forward's dropped the two from outside
     assert!(
-        rules.starts_with("Chain nat/prerouting (policy accept)\n"),
+        rules.starts_with(&format!(
+            "Chain nat/prerouting (policy accept 3 packets, {} bytes)\n",
+            3 * syn.len()
+        )),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!(
+            "Chain filter/forward (policy drop 2 packets, {} bytes)\n",
+            2 * syn.len()
+        )),
         "{rules}"
     );
     let profile = fwc_compiler::opt::Profile::parse(&counters).unwrap();

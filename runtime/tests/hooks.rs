@@ -262,6 +262,17 @@ fn direct_routing_sends_the_unchanged_packet_to_the_real_server_and_tracks_it_it
         l.contains("  -> 198.51.100.12:80             Route   1      1          0         "),
         "{l}"
     );
+    // `ipvsadm -L -c -n`: each connection's state and time left at 21 ms
+    assert_eq!(
+        dp.ipvs_connections_listing(),
+        concat!(
+            "IPVS connection entries\n",
+            "pro expire state       source             virtual            destination\n",
+            "TCP 14:59  ESTABLISHED 192.0.2.10:40000   198.51.100.100:80  198.51.100.11:80\n",
+            "TCP 14:59  ESTABLISHED 192.0.2.10:40001   198.51.100.100:80  198.51.100.12:80\n",
+            "TCP 15:00  ESTABLISHED 192.0.2.10:40002   198.51.100.100:80  198.51.100.11:80\n",
+        )
+    );
     // a FIN moves one to FIN_WAIT: inactive
     forward(&mut dp, 100, &syn(CLIENT, 40000, VIP, 80, FIN | ACK));
     let l = dp.ipvs_listing();
@@ -309,4 +320,37 @@ fn tunnelling_wraps_the_packet_in_ip_in_ip_to_the_real_server() {
     assert!(st.contains("  -> 198.51.100.11:80"), "{st}");
     let l = dp.ipvs_listing();
     assert!(l.contains("Tunnel  1      0          1"), "{l}");
+}
+
+/// `ipvsadm --rate` as the kernel estimates it: ten new connections a second (a SYN and an
+/// ACK each, 40 bytes) for 10 s, five 2-second steps of the estimator. By hand, per step
+/// the service gets 20 connections and 40 packets (1600 bytes): averages 7810 / 1024 -> 8
+/// connections/s, 15620 / 1024 -> 15 packets/s, 19525 / 32 -> 610 bytes/s; each of the two
+/// servers half of it: 4, 8, 305.
+#[test]
+fn ipvs_rates_are_estimated_every_two_seconds() {
+    let mut dp = datapath(&lb("dr"), vec![DIRECTOR]);
+    for k in 0..100u64 {
+        let port = 20000 + k as u16;
+        forward(&mut dp, 100 * k, &syn(CLIENT, port, VIP, 80, SYN));
+        forward(&mut dp, 100 * k + 1, &syn(CLIENT, port, VIP, 80, ACK));
+    }
+    dp.advance(10_000);
+    let l = dp.ipvs_rates_listing();
+    let line = |name: &str, v: [u64; 5]| {
+        format!(
+            "{name:<33}{:>9}{:>9}{:>9}{:>9}{:>9}\n",
+            v[0], v[1], v[2], v[3], v[4]
+        )
+    };
+    assert!(
+        l.contains(&line("TCP  198.51.100.100:80", [8, 15, 0, 610, 0])),
+        "{l}"
+    );
+    for real in ["198.51.100.11:80", "198.51.100.12:80"] {
+        assert!(
+            l.contains(&line(&format!("  -> {real}"), [4, 8, 0, 305, 0])),
+            "{l}"
+        );
+    }
 }

@@ -303,6 +303,8 @@ pub struct JitProgram {
     nat: Vec<(RuleId, Stmt)>,
     packets: Vec<u64>,
     bytes: Vec<u64>,
+    /// (packets, bytes) that each chain's policy decided, by chain id (base chains only)
+    policy_counts: Vec<(u64, u64)>,
     scratch: (Vec<u64>, Vec<u64>),
     clif: Option<String>,
     /// functions registered at the hooks, and every hook's steps in order
@@ -1449,6 +1451,7 @@ impl JitProgram {
             nat,
             packets: vec![0; n],
             bytes: vec![0; n],
+            policy_counts: vec![(0, 0); program.chains.len()],
             scratch: (Vec::new(), Vec::new()),
             clif,
             registered: Vec::new(),
@@ -1497,6 +1500,12 @@ impl JitProgram {
     /// Per-rule (packets, bytes) counters, indexed by rule id.
     pub fn counters(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.packets.iter().copied().zip(self.bytes.iter().copied())
+    }
+
+    /// The (packets, bytes) each base chain's policy decided (`iptables -L -v`'s "policy
+    /// DROP 3 packets, 180 bytes"), indexed by chain id; (0, 0) for subchains.
+    pub fn policy_counters(&self) -> &[(u64, u64)] {
+        &self.policy_counts
     }
 
     fn iface_bits(&self, name: Option<&str>, out: &mut Vec<u64>) {
@@ -1695,6 +1704,12 @@ impl JitProgram {
                 // `env`, alive until the end of this function.
                 let r = unsafe { f(&mut ctx) };
                 last = ctx.rule;
+                // no rule decided: the chain's policy did
+                if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {
+                    let c = &mut self.policy_counts[e.chain.0 as usize];
+                    c.0 += 1;
+                    c.1 += u64::from(ctx.len);
+                }
                 let fate = match r {
                     verdict::ACCEPT => continue,
                     verdict::DROP => Fate::Drop,
