@@ -315,9 +315,22 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
             "the echo reply should arrive with ttl=63: {ping_out}\n{log}"
         ));
     }
-    if !out.0.contains("src=192.0.2.2 dst=198.51.100.2") || !out.0.contains("dport=80") {
+    // the flows in the states they ended in: the TCP connection closed by both sides
+    // (TIME_WAIT, assured), the UDP exchange answered, the ping's echo; the blocked SYN
+    // left no entry
+    let flow = |needle: &str| out.0.lines().find(|l| l.contains(needle)).unwrap_or("");
+    let tcp80 = flow(" dport=80 ");
+    let udp = flow(" dport=53 ");
+    let icmp = flow("type=8 code=0");
+    if !tcp80.contains(" TIME_WAIT src=192.0.2.2 dst=198.51.100.2 ")
+        || !tcp80.contains("[ASSURED]")
+        || !udp.starts_with("udp ")
+        || udp.contains("[UNREPLIED]")
+        || !icmp.starts_with("icmp ")
+        || out.0.contains(" dport=81 ")
+    {
         return Err(format!(
-            "the conntrack listing should show the flows\n{log}"
+            "the conntrack listing should show the flows in their states\n{log}"
         ));
     }
     if !out.1.contains("dropped") {
