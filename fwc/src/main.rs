@@ -1080,6 +1080,9 @@ fn cmd_run_live(
     // AF_PACKET fwc forwards. Either way the kernel's routes give a forwarded packet its
     // output interface.
     dp.forwards = matches!(source, LiveSource::AfPacket(_));
+    // a queue fwc does not handle is the kernel's to serve under NFQUEUE; over AF_PACKET
+    // nothing listens on it
+    dp.queues_outside = matches!(source, LiveSource::Nfqueue(_));
     dp.routes = Some(routes.clone());
     let ports = match source {
         LiveSource::AfPacket(ifs) => {

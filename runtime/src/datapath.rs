@@ -16,8 +16,8 @@ use crate::conntrack::{CtInfo, Dir, EntryId, Table, Tuple};
 use crate::ipvs;
 use crate::nat::{self, Manip, Range};
 use crate::wire::{ethernet, ipv4};
-use fwc_compiler::interp::{Fate, FreshOracle, InterpError, Meta, Packet, PathKind};
-use fwc_compiler::ir::{ct, Hook, Program, RuleId, Stmt};
+use fwc_compiler::interp::{Fate, InterpError, Meta, Oracle, Packet, PathKind};
+use fwc_compiler::ir::{ct, Hook, Pred, Program, RuleId, Stmt};
 use fwc_jit::{HookFn, HookVerdict, Hooks, JitProgram};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -25,6 +25,10 @@ use std::net::Ipv4Addr;
 /// A function registered at a hook: it sees the packet's headers (and may change its
 /// addresses, ports and mark) and answers with a netfilter verdict.
 pub type HookHandler = Box<dyn FnMut(Hook, &mut Packet) -> HookVerdict + Send>;
+
+/// A queue's handler (`Datapath::register_queue`): it gets a queued packet's headers (and
+/// may change its addresses, ports and mark) and bytes, and reinjects it with a verdict.
+pub type QueueHandler = Box<dyn FnMut(Hook, &mut Packet, &[u8]) -> HookVerdict + Send>;
 
 /// The datapath's own hook functions (registered ones count up from 0).
 const FN_FORWARD_TTL: u32 = u32::MAX - 2;
@@ -118,6 +122,17 @@ pub struct Datapath {
     pub routes: Option<crate::live::Routes>,
     /// functions registered with [`Datapath::register_hook`], by id
     handlers: Vec<(HookFn, HookHandler)>,
+    /// queue handlers (`Datapath::register_queue`), by queue number
+    queue_handlers: HashMap<u16, QueueHandler>,
+    /// `limit` buckets of the program running (a reload starts them full again)
+    limits: Limits,
+    /// the `statistic` coins' generator
+    coins: u64,
+    /// Whether a queue with no handler here is someone else's: under NFQUEUE a packet
+    /// queued to it goes back to the kernel with a verdict naming that queue
+    /// (`Fate::Queue`). Otherwise nothing listens on it: its packets are dropped, or with
+    /// `bypass` go on, as the kernel does with a queue nobody bound.
+    pub queues_outside: bool,
     /// the time of the latest packet (ms)
     now: u64,
 }
@@ -304,6 +319,57 @@ impl IpvsState {
     }
 }
 
+/// `limit` token buckets, one per rule, as nft's `nft_limit` keeps them: tokens are
+/// nanoseconds of credit, a packet costs `per / rate`, a bucket holds `burst` packets'
+/// worth and starts full; a packet within the rate takes its cost. `limit over` matches
+/// what `limit` does not.
+#[derive(Debug, Default)]
+struct Limits {
+    /// rule id -> (tokens in ns, last refill in ns)
+    buckets: HashMap<u32, (u64, u64)>,
+}
+
+/// The datapath's answers to the stateful matches: token buckets on the datapath's clock
+/// and `statistic` coins from a xorshift generator (as `xt_statistic`: the low 31 bits of
+/// a random word below `p` × 2^31).
+struct LiveOracle<'a> {
+    now_ns: u64,
+    limits: &'a mut Limits,
+    rng: &'a mut u64,
+}
+
+impl Oracle for LiveOracle<'_> {
+    fn limit(&mut self, rule: RuleId, pred: &Pred) -> bool {
+        let Pred::Limit {
+            neg,
+            rate,
+            per_secs,
+            burst,
+        } = *pred
+        else {
+            return false;
+        };
+        let cost = (per_secs.saturating_mul(1_000_000_000) / rate.max(1)).max(1);
+        let max = cost.saturating_mul(u64::from(burst.max(1)));
+        let now = self.now_ns;
+        let (tokens, last) = self.limits.buckets.entry(rule.0).or_insert((max, now));
+        let credit = tokens.saturating_add(now.saturating_sub(*last)).min(max);
+        *last = now;
+        let within = credit >= cost;
+        *tokens = if within { credit - cost } else { credit };
+        within != neg
+    }
+
+    fn statistic(&mut self, _rule: RuleId, p: f64) -> bool {
+        let r = &mut *self.rng;
+        *r ^= *r << 13;
+        *r ^= *r >> 7;
+        *r ^= *r << 17;
+        let threshold = (p.clamp(0.0, 1.0) * 2_147_483_648.0) as u64;
+        (*r & 0x7fff_ffff) < threshold
+    }
+}
+
 /// The datapath's side of the JIT's hooks for one packet.
 struct PacketHooks<'a> {
     ct: &'a mut Table,
@@ -317,6 +383,8 @@ struct PacketHooks<'a> {
     routes: Option<&'a crate::live::Routes>,
     ipvs: &'a mut IpvsState,
     handlers: &'a mut [(HookFn, HookHandler)],
+    queue_handlers: &'a mut HashMap<u16, QueueHandler>,
+    queues_outside: bool,
     forwards: bool,
     /// the NEW entry went into the table (confirm)
     confirmed: bool,
@@ -570,6 +638,27 @@ impl Hooks for PacketHooks<'_> {
         }
     }
 
+    fn queue(
+        &mut self,
+        num: u16,
+        bypass: bool,
+        hook: Hook,
+        hdr: &mut Packet,
+    ) -> Option<HookVerdict> {
+        if let Some(h) = self.queue_handlers.get_mut(&num) {
+            return Some(h(hook, hdr, self.ip));
+        }
+        if self.queues_outside {
+            return None;
+        }
+        if bypass {
+            Some(HookVerdict::Accept)
+        } else {
+            self.reason = Some("nothing listens on the queue");
+            Some(HookVerdict::Drop)
+        }
+    }
+
     fn nat_point(&mut self, hook: Hook, hdr: &mut Packet) {
         let Some((id, dir, _)) = self.track else {
             return;
@@ -622,6 +711,10 @@ impl Datapath {
             forwards: true,
             routes: None,
             handlers: Vec::new(),
+            queue_handlers: HashMap::new(),
+            limits: Limits::default(),
+            coins: 0x9e37_79b9_7f4a_7c15,
+            queues_outside: false,
             now: 0,
         };
         dp.install();
@@ -652,6 +745,14 @@ impl Datapath {
         id
     }
 
+    /// Registers the handler of queue `num`: a packet a rule or a function queues there is
+    /// handed to it, and goes on as it answers (accept: after the step that queued it;
+    /// repeat: that step again; drop, stolen, stop, or another queue). Replaces the
+    /// queue's previous handler; survives reloads.
+    pub fn register_queue(&mut self, num: u16, handler: QueueHandler) {
+        self.queue_handlers.insert(num, handler);
+    }
+
     /// Every function at `hook` in the order a packet meets them, by name: tables as
     /// `TABLE`, the built-in points, registered functions as `fn ID` (`fwc list` shows them).
     pub fn hook_order(&self, hook: Hook) -> Vec<String> {
@@ -679,6 +780,7 @@ impl Datapath {
     /// the connections already made); registered functions stay registered.
     pub fn replace_program(&mut self, jit: JitProgram) {
         self.jit = jit;
+        self.limits = Limits::default();
         self.install();
         // the connections made go on counting on their servers, if still there
         self.ipvs.sync(&mut self.ct);
@@ -923,14 +1025,21 @@ impl Datapath {
             routes: self.routes.as_ref(),
             ipvs: &mut self.ipvs,
             handlers: &mut self.handlers,
+            queue_handlers: &mut self.queue_handlers,
+            queues_outside: self.queues_outside,
             forwards: self.forwards,
             confirmed: false,
             reason: None,
             ipvs_action: None,
         };
+        let mut oracle = LiveOracle {
+            now_ns: now.saturating_mul(1_000_000),
+            limits: &mut self.limits,
+            rng: &mut self.coins,
+        };
         let outcome = self
             .jit
-            .classify_with(path, ip_bytes, &meta, &mut FreshOracle, &mut hooks);
+            .classify_with(path, ip_bytes, &meta, &mut oracle, &mut hooks);
         let PacketHooks {
             track,
             info,

@@ -671,3 +671,69 @@ fn postrouting_mangle_sees_a_port_forward_reply_before_its_source_is_translated(
         .unwrap_or_else(|| panic!("{rules}"));
     assert_eq!(mangle.split_whitespace().next(), Some("1"), "{rules}");
 }
+
+/// `limit` is a token bucket on the datapath's clock (nft's: `burst` packets at once, then
+/// one per `1/rate`), per rule; `limit != RATE` (nft's `limit over`) is its complement; a reload starts the buckets
+/// full again.
+#[test]
+fn limit_is_a_token_bucket_on_the_datapath_clock() {
+    let src = "
+table filter {
+    chain forward policy drop {
+        tcp dport 80 limit 2/second burst 3 accept;
+        tcp dport 81 limit != 2/second burst 3 drop;
+        tcp dport 81 accept;
+    }
+}";
+    let c = fwc_compiler::compile_source("l.fw", src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let program = c.checked.unwrap().program;
+    let jit = JitProgram::compile(&program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let send = |dp: &mut Datapath, now: u64, port: u16, sport: u16| {
+        let f = tcp_ip(VISITOR, sport, SITE, port, 1, 0, SYN);
+        dp.process(now, Link::RawIp, &f, Some("eth0"), Some("eth1"))
+            .fate
+            == Fate::Accept
+    };
+    for port in [80, 81] {
+        // a burst of 3 at once, then nothing until a token comes back (every 500 ms)
+        let got: Vec<bool> = (0..5)
+            .map(|k| send(&mut dp, 1000, port, 1000 + k))
+            .collect();
+        assert_eq!(got, [true, true, true, false, false], "port {port}");
+        assert!(!send(&mut dp, 1499, port, 2000), "port {port}");
+        assert!(send(&mut dp, 1500, port, 2001), "port {port}");
+        assert!(!send(&mut dp, 1500, port, 2002), "port {port}");
+        // a long pause refills the bucket to its burst, no more
+        let got: Vec<bool> = (0..4)
+            .map(|k| send(&mut dp, 60_000, port, 3000 + k))
+            .collect();
+        assert_eq!(got, [true, true, true, false], "port {port}");
+    }
+    // a reload: full buckets again
+    dp.replace_program(JitProgram::compile(&program, Options::default()).unwrap());
+    assert!(send(&mut dp, 60_000, 80, 4000));
+}
+
+/// `statistic probability p` draws a coin per packet: about p of them match, the same
+/// sequence for the same traffic (a fixed seed), so a replay stays deterministic.
+#[test]
+fn statistic_draws_coins() {
+    let src = "table filter { chain forward policy drop { statistic probability 0.25 accept; } }";
+    let run = || {
+        let c = fwc_compiler::compile_source("s.fw", src, &MemFiles::default());
+        let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+        let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+        (0..4000u16)
+            .map(|k| {
+                let f = tcp_ip(VISITOR, 1000 + k, SITE, 80, 1, 0, SYN);
+                dp.process(u64::from(k), Link::RawIp, &f, None, None).fate == Fate::Accept
+            })
+            .collect::<Vec<bool>>()
+    };
+    let a = run();
+    let hits = a.iter().filter(|&&x| x).count();
+    assert!((900..=1100).contains(&hits), "{hits} of 4000");
+    assert_eq!(a, run(), "the same coins for the same traffic");
+}

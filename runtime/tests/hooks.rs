@@ -2,7 +2,7 @@
 //! IPVS (itself a hook function) forwarding by direct routing and tunnelling.
 
 use fwc_compiler::interp::Fate;
-use fwc_compiler::ir::Hook;
+use fwc_compiler::ir::{rule_text, Hook};
 use fwc_compiler::loader::MemFiles;
 use fwc_jit::{HookVerdict, JitProgram, Options, MAX_REPEATS};
 use fwc_runtime::conntrack::{Config, Table};
@@ -133,6 +133,8 @@ fn drop_queue_and_stolen_end_the_packet_and_leave_no_connection() {
         (HookVerdict::Stolen, Fate::Stolen),
     ] {
         let mut dp = datapath(OPEN, vec![]);
+        // queues are the kernel's (as under NFQUEUE): the packet leaves to be queued
+        dp.queues_outside = true;
         let calls = Arc::new(Mutex::new(0));
         // after the filter table accepted it
         dp.register_hook(Hook::Forward, 10, answering(&calls, 0, v));
@@ -353,4 +355,89 @@ fn ipvs_rates_are_estimated_every_two_seconds() {
             "{l}"
         );
     }
+}
+
+const QUEUEING: &str = "
+table filter {
+    chain forward policy drop {
+        tcp dport 80 queue num 3;
+        tcp dport 81 queue num 4 bypass;
+        tcp dport 82 queue num 5;
+    }
+}
+table mangle { chain postrouting { mark 9 counter; } }
+";
+
+/// A queue's handler reinjects the packet: accept goes on after the queueing rule's table
+/// (here: the rest of the path, confirmed), repeat runs the table again, drop drops. A
+/// queue nobody handles drops its packets, unless `bypass`.
+#[test]
+fn queued_packets_go_to_their_handler_and_on_as_it_says() {
+    let mut dp = datapath(QUEUEING, vec![]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    {
+        let seen = seen.clone();
+        let mut first = true;
+        dp.register_queue(
+            3,
+            Box::new(move |hook, p, bytes| {
+                seen.lock().unwrap().push((hook, p.dport, bytes.len()));
+                p.mark = 9;
+                // the first packet: once more through the table, then on
+                if std::mem::take(&mut first) {
+                    HookVerdict::Repeat
+                } else {
+                    HookVerdict::Accept
+                }
+            }),
+        );
+    }
+    dp.register_queue(5, Box::new(|_, _, _| HookVerdict::Drop));
+    let pkt = syn(CLIENT, 1000, SERVER, 80, SYN);
+    let d = forward(&mut dp, 1, &pkt);
+    assert_eq!(d.fate, Fate::Accept, "{d:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (Hook::Forward, 80, pkt.len()),
+            (Hook::Forward, 80, pkt.len())
+        ]
+    );
+    assert_eq!(dp.ct.len(), 1, "accepted: confirmed at postrouting");
+    // the mark the handler set was seen after it: mangle/postrouting's counter rule
+    let p = dp.program();
+    let rule = |text: &str| {
+        let r = p.chains.iter().flat_map(|c| &c.rules);
+        let r = r.clone().find(|r| rule_text(p, r).contains(text)).unwrap();
+        dp.rule_counters()[r.id.0 as usize].0
+    };
+    assert_eq!(rule("mark 0x9"), 1);
+    // the queueing rule ran twice (the repeat)
+    assert_eq!(rule("queue num 3"), 2);
+
+    // a handler that drops
+    let d = forward(&mut dp, 2, &syn(CLIENT, 1001, SERVER, 82, SYN));
+    assert_eq!(d.fate, Fate::Drop);
+    assert_eq!(dp.ct.len(), 1);
+    // queue 4 has no handler: bypass lets the packet go on
+    let d = forward(&mut dp, 3, &syn(CLIENT, 1002, SERVER, 81, SYN));
+    assert_eq!(d.fate, Fate::Accept, "{d:?}");
+    // no handler and no bypass: nothing listens, dropped
+    let mut dp = datapath(QUEUEING, vec![]);
+    let d = forward(&mut dp, 1, &pkt);
+    assert_eq!(
+        (d.fate, d.reason),
+        (Fate::Drop, Some("nothing listens on the queue"))
+    );
+    // unless queues are someone else's (NFQUEUE): then the packet leaves queued
+    dp.queues_outside = true;
+    let d = forward(&mut dp, 2, &pkt);
+    assert_eq!(
+        d.fate,
+        Fate::Queue {
+            num: 3,
+            bypass: false
+        }
+    );
+    assert_eq!(dp.stats.queued, 1);
 }

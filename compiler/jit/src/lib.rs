@@ -132,6 +132,22 @@ pub trait Hooks {
         let _ = (id, hook, hdr);
         HookVerdict::Accept
     }
+
+    /// A packet queued to `num` at `hook` (`NF_QUEUE`, by a rule or a function). `None`
+    /// hands it out of the classification (`Fate::Queue`: the interpreter's answer, and a
+    /// datapath's whose queues are the kernel's); `Some(verdict)` reinjects it as a queue
+    /// handler decided: accept goes on after the step that queued it, repeat runs that step
+    /// again, stop ends the hook, drop, stolen and another queue as they say.
+    fn queue(
+        &mut self,
+        num: u16,
+        bypass: bool,
+        hook: Hook,
+        hdr: &mut Packet,
+    ) -> Option<HookVerdict> {
+        let _ = (num, bypass, hook, hdr);
+        None
+    }
 }
 
 /// A hook function's verdict: netfilter's `NF_*` (SEMANTICS.md 3.2).
@@ -1640,7 +1656,7 @@ impl JitProgram {
             let mut i = 0;
             while let Some(&op) = self.ops[hook.index()].get(i) {
                 i += 1;
-                let e = match op {
+                let v = match op {
                     HookOp::Conntrack => {
                         let p = hdr(&ctx, &oif);
                         ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
@@ -1656,79 +1672,102 @@ impl JitProgram {
                         continue;
                     }
                     HookOp::Fn(id) => {
+                        ctx.rule = NO_RULE;
                         let mut p = hdr(&ctx, &oif);
                         let v = env.hooks.call(id, hook, &mut p);
                         write_back(&mut ctx, &p);
                         ctx.mark = p.mark;
-                        let fate = match v {
-                            HookVerdict::Accept => {
-                                repeats = 0;
-                                continue;
-                            }
-                            HookVerdict::Stop => break,
-                            HookVerdict::Repeat if repeats < MAX_REPEATS => {
-                                repeats += 1;
-                                i -= 1;
-                                continue;
-                            }
-                            HookVerdict::Repeat | HookVerdict::Drop => Fate::Drop,
-                            HookVerdict::Queue { num, bypass } => Fate::Queue { num, bypass },
-                            HookVerdict::Stolen => Fate::Stolen,
-                        };
-                        ctx.rule = NO_RULE;
-                        let logs = std::mem::take(&mut env.logs);
-                        return Ok(done(&ctx, fate, logs, path, &oif));
+                        v
                     }
-                    HookOp::Table(k) => &self.program.hooks[hook.index()][k],
-                };
-                if e.table == Table::Nat {
-                    // the nat chain sees a connection's first packet only; the others are
-                    // translated here as their connection says
-                    let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
-                    let translated = nat_done;
-                    nat_done = true;
-                    if !first_packet {
-                        if !translated {
-                            let mut p = hdr(&ctx, &oif);
-                            env.hooks.nat_point(hook, &mut p);
-                            write_back(&mut ctx, &p);
+                    HookOp::Table(k) => {
+                        let e = &self.program.hooks[hook.index()][k];
+                        if e.table == Table::Nat {
+                            // the nat chain sees a connection's first packet only; the
+                            // others are translated here as their connection says
+                            let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
+                            let translated = nat_done;
+                            nat_done = true;
+                            if !first_packet {
+                                if !translated {
+                                    let mut p = hdr(&ctx, &oif);
+                                    env.hooks.nat_point(hook, &mut p);
+                                    write_back(&mut ctx, &p);
+                                }
+                                continue;
+                            }
                         }
+                        ctx.rule = NO_RULE;
+                        let f = self.chains[e.chain.0 as usize];
+                        // SAFETY: generated chain code of signature `fn(*mut Ctx) -> u32`; it
+                        // reads the ctx, the counters (sized for every rule id) and the
+                        // interface bit sets (sized for every pattern), and calls back with
+                        // `ctx.env`, which points to `env`, alive until the end of this
+                        // function.
+                        let r = unsafe { f(&mut ctx) };
+                        last = ctx.rule;
+                        // no rule decided: the chain's policy did
+                        if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {
+                            let c = &mut self.policy_counts[e.chain.0 as usize];
+                            c.0 += 1;
+                            c.1 += u64::from(ctx.len);
+                        }
+                        match r {
+                            verdict::ACCEPT => continue,
+                            verdict::DROP => HookVerdict::Drop,
+                            verdict::QUEUE => HookVerdict::Queue {
+                                num: ctx.aux as u16,
+                                bypass: ctx.aux >> 16 != 0,
+                            },
+                            verdict::REJECT => {
+                                let fate = Fate::Reject(if ctx.aux == 256 {
+                                    RejectKind::TcpReset
+                                } else {
+                                    RejectKind::IcmpUnreach(ctx.aux as u8)
+                                });
+                                let logs = std::mem::take(&mut env.logs);
+                                return Ok(done(&ctx, fate, logs, path, &oif));
+                            }
+                            _ => {
+                                let err = env.error.take();
+                                return Err(err.unwrap_or(InterpError::NoIfaceAddr {
+                                    rule: RuleId(ctx.rule),
+                                    iface: None,
+                                }));
+                            }
+                        }
+                    }
+                };
+                // a queued packet goes to its queue's handler, which may give it back
+                let mut v = v;
+                let mut hops = 0;
+                while let HookVerdict::Queue { num, bypass } = v {
+                    let mut p = hdr(&ctx, &oif);
+                    let Some(r) = env.hooks.queue(num, bypass, hook, &mut p) else {
+                        break;
+                    };
+                    write_back(&mut ctx, &p);
+                    ctx.mark = p.mark;
+                    hops += 1;
+                    v = if hops > MAX_REPEATS {
+                        HookVerdict::Drop
+                    } else {
+                        r
+                    };
+                }
+                let fate = match v {
+                    HookVerdict::Accept => {
+                        repeats = 0;
                         continue;
                     }
-                }
-                ctx.rule = NO_RULE;
-                let f = self.chains[e.chain.0 as usize];
-                // SAFETY: generated chain code of signature `fn(*mut Ctx) -> u32`; it reads
-                // the ctx, the counters (sized for every rule id) and the interface bit sets
-                // (sized for every pattern), and calls back with `ctx.env`, which points to
-                // `env`, alive until the end of this function.
-                let r = unsafe { f(&mut ctx) };
-                last = ctx.rule;
-                // no rule decided: the chain's policy did
-                if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {
-                    let c = &mut self.policy_counts[e.chain.0 as usize];
-                    c.0 += 1;
-                    c.1 += u64::from(ctx.len);
-                }
-                let fate = match r {
-                    verdict::ACCEPT => continue,
-                    verdict::DROP => Fate::Drop,
-                    verdict::REJECT => Fate::Reject(if ctx.aux == 256 {
-                        RejectKind::TcpReset
-                    } else {
-                        RejectKind::IcmpUnreach(ctx.aux as u8)
-                    }),
-                    verdict::QUEUE => Fate::Queue {
-                        num: ctx.aux as u16,
-                        bypass: ctx.aux >> 16 != 0,
-                    },
-                    _ => {
-                        let err = env.error.take();
-                        return Err(err.unwrap_or(InterpError::NoIfaceAddr {
-                            rule: RuleId(ctx.rule),
-                            iface: None,
-                        }));
+                    HookVerdict::Stop => break,
+                    HookVerdict::Repeat if repeats < MAX_REPEATS => {
+                        repeats += 1;
+                        i -= 1;
+                        continue;
                     }
+                    HookVerdict::Repeat | HookVerdict::Drop => Fate::Drop,
+                    HookVerdict::Queue { num, bypass } => Fate::Queue { num, bypass },
+                    HookVerdict::Stolen => Fate::Stolen,
                 };
                 let logs = std::mem::take(&mut env.logs);
                 return Ok(done(&ctx, fate, logs, path, &oif));
