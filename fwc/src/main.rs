@@ -993,6 +993,8 @@ fn cmd_run(
         fwc_runtime::conntrack::Table::new(host.conntrack),
         host.local,
     );
+    // `log` and `audit` lines go to standard error, as the kernel's go to its log
+    dp.set_log(Box::new(|l| eprintln!("{l}")));
     let mut first_ts = None;
     let mut last_ms = 0;
     for rec in reader {
@@ -1076,6 +1078,7 @@ fn cmd_run_live(
         fwc_runtime::conntrack::Table::new(host.conntrack),
         local,
     );
+    dp.set_log(Box::new(|l| eprintln!("{l}")));
     // under NFQUEUE the kernel routes queued packets and decrements their TTL itself; over
     // AF_PACKET fwc forwards. Either way the kernel's routes give a forwarded packet its
     // output interface.

@@ -30,6 +30,9 @@ pub type HookHandler = Box<dyn FnMut(Hook, &mut Packet) -> HookVerdict + Send>;
 /// may change its addresses, ports and mark) and bytes, and reinjects it with a verdict.
 pub type QueueHandler = Box<dyn FnMut(Hook, &mut Packet, &[u8]) -> HookVerdict + Send>;
 
+/// Where `log` and `audit` lines go (`Datapath::set_log`).
+pub type LogSink = Box<dyn FnMut(&str) + Send>;
+
 /// The datapath's own hook functions (registered ones count up from 0).
 const FN_FORWARD_TTL: u32 = u32::MAX - 2;
 const FN_IPVS: u32 = u32::MAX - 1;
@@ -128,6 +131,9 @@ pub struct Datapath {
     limits: Limits,
     /// the `statistic` coins' generator
     coins: u64,
+    /// the `log` prefixes (`Some`) and `audit`s (`None`) of each rule that has any
+    log_rules: HashMap<u32, Vec<Option<String>>>,
+    log_sink: Option<LogSink>,
     /// Whether a queue with no handler here is someone else's: under NFQUEUE a packet
     /// queued to it goes back to the kernel with a verdict naming that queue
     /// (`Fate::Queue`). Otherwise nothing listens on it: its packets are dropped, or with
@@ -714,6 +720,8 @@ impl Datapath {
             queue_handlers: HashMap::new(),
             limits: Limits::default(),
             coins: 0x9e37_79b9_7f4a_7c15,
+            log_rules: HashMap::new(),
+            log_sink: None,
             queues_outside: false,
             now: 0,
         };
@@ -723,6 +731,25 @@ impl Datapath {
 
     /// Takes the program's services and registers the hook functions with it.
     fn install(&mut self) {
+        self.log_rules = self
+            .jit
+            .program()
+            .chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .filter_map(|r| {
+                let l: Vec<Option<String>> = r
+                    .stmts
+                    .iter()
+                    .filter_map(|s| match s {
+                        Stmt::Log { prefix, .. } => Some(Some(prefix.clone())),
+                        Stmt::Audit => Some(None),
+                        _ => None,
+                    })
+                    .collect();
+                (!l.is_empty()).then_some((r.id.0, l))
+            })
+            .collect();
         let (services, locals) = services_of(&self.jit, &self.host);
         for f in builtins(!services.is_empty()) {
             self.jit.register(f);
@@ -743,6 +770,13 @@ impl Datapath {
         self.handlers.push((hf, f));
         self.jit.register(hf);
         id
+    }
+
+    /// Sends the lines of `log` (as the kernel's `LOG` target writes them, with the rule's
+    /// prefix) and `audit` (`NETFILTER_PKT ...`) statements to `sink`, one call per line.
+    /// Without a sink nothing is formatted.
+    pub fn set_log(&mut self, sink: LogSink) {
+        self.log_sink = Some(sink);
     }
 
     /// Registers the handler of queue `num`: a packet a rule or a function queues there is
@@ -1052,6 +1086,34 @@ impl Datapath {
         let new_entry = track
             .filter(|(_, _, i)| *i == CtInfo::New && !confirmed)
             .map(|(id, _, _)| id);
+        if let (Ok(o), Some(sink)) = (&outcome, self.log_sink.as_mut()) {
+            let mac = (l3_at > 0).then(|| &frame[..l3_at]);
+            // one entry per statement run: a rule's k-th in a row is its k-th statement
+            // (modulo their number: a rule met again, in a subchain called twice, starts over)
+            let mut prev = (u32::MAX, 0usize);
+            for r in &o.logs {
+                let k = if prev.0 == r.0 { prev.1 + 1 } else { 0 };
+                prev = (r.0, k);
+                let entry = self
+                    .log_rules
+                    .get(&r.0)
+                    .and_then(|l| l.get(k % l.len().max(1)));
+                if let Some(entry) = entry {
+                    let line = match entry {
+                        Some(prefix) => crate::log::log_line(
+                            prefix,
+                            iif,
+                            o.packet.oif.as_deref(),
+                            mac,
+                            ip_bytes,
+                            o.packet.mark,
+                        ),
+                        None => crate::log::audit_line(ip_bytes, o.packet.mark),
+                    };
+                    sink(&line);
+                }
+            }
+        }
         let o = match outcome {
             Ok(o) => o,
             Err(_) => {

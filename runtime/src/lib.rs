@@ -8,6 +8,7 @@
 //! - [`datapath`]: one frame through the hooks (tables, conntrack, NAT, registered
 //!   functions, IPVS forwarding);
 //! - [`pcap`]: reading and writing capture files;
+//! - [`log`]: the kernel's packet log and audit lines;
 //! - [`nfqueue`]: NFQUEUE over raw netlink, with batched verdicts;
 //! - [`live`]: the NFQUEUE workers, the kernel's routes and this host's addresses;
 //! - [`afpacket`]: the AF_PACKET router;
@@ -19,6 +20,7 @@ pub mod control;
 pub mod datapath;
 pub mod ipvs;
 pub mod live;
+pub mod log;
 pub mod nat;
 pub mod nfqueue;
 pub mod pcap;

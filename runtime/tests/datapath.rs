@@ -737,3 +737,38 @@ fn statistic_draws_coins() {
     assert!((900..=1100).contains(&hits), "{hits} of 4000");
     assert_eq!(a, run(), "the same coins for the same traffic");
 }
+
+/// `log` and `audit` statements write the kernel's lines to the datapath's log, for the
+/// packets whose rule ran them, whatever their fate.
+#[test]
+fn log_and_audit_lines_go_to_the_log() {
+    let src = r#"
+table filter {
+    chain forward policy drop {
+        tcp dport 22 log prefix "ssh: " audit drop;
+        tcp dport 80 log prefix "web: " accept;
+    }
+}"#;
+    let c = fwc_compiler::compile_source("log.fw", src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let lines = lines.clone();
+        dp.set_log(Box::new(move |l| lines.lock().unwrap().push(l.to_string())));
+    }
+    for port in [22, 80, 443] {
+        let f = tcp_ip(VISITOR, 5000, SITE, port, 1, 0, SYN);
+        dp.process(0, Link::RawIp, &f, Some("eth0"), Some("eth1"));
+    }
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(
+        lines,
+        [
+            "ssh: IN=eth0 OUT=eth1 SRC=192.0.2.77 DST=198.51.100.9 LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID=0 DF PROTO=TCP SPT=5000 DPT=22 WINDOW=64000 RES=0x00 SYN URGP=0 ",
+            "NETFILTER_PKT mark=0x0 saddr=192.0.2.77 daddr=198.51.100.9 proto=6",
+            "web: IN=eth0 OUT=eth1 SRC=192.0.2.77 DST=198.51.100.9 LEN=40 TOS=0x00 PREC=0x00 TTL=64 ID=0 DF PROTO=TCP SPT=5000 DPT=80 WINDOW=64000 RES=0x00 SYN URGP=0 ",
+        ]
+    );
+}
