@@ -37,6 +37,20 @@ pub struct TestCase {
 pub struct AssertInfo {
     pub name: String,
     pub span: Span,
+    /// its lines, lowered (empty when the program has errors)
+    pub lines: Vec<AssertCase>,
+}
+
+/// One `never|always PATH VERDICT MATCHES;` line of an `assert`, lowered.
+#[derive(Debug, Clone)]
+pub struct AssertCase {
+    pub span: Span,
+    /// `always` (every packet in the region meets VERDICT) or `never` (none does)
+    pub always: bool,
+    pub path: IPath,
+    pub verdict: ast::VerdictKw,
+    /// the region of packets it speaks of: the conjunction of these, as a rule's matches
+    pub preds: Vec<Pred>,
 }
 
 /// The result of a successful check.
@@ -1922,6 +1936,19 @@ fn signature(decl: &ChainDecl, params: &[(String, Option<Ty>)]) -> String {
 /// A subchain instance waiting to be lowered: its id, declaration and argument values.
 type Pending<'a> = (ChainId, &'a ChainDecl, Vec<(String, Value)>);
 
+/// Adds `ip protocol P` to a rule's predicates unless they already fix protocol `P` (a port
+/// or ICMP match implies its protocol).
+fn need_proto(preds: &mut Vec<Pred>, have: &mut Option<u8>, p: u8) {
+    if *have != Some(p) {
+        preds.push(Pred::Field {
+            field: Field::Proto,
+            neg: false,
+            op: Operand::One(Elem::Exact(p.into())),
+        });
+        *have = Some(p);
+    }
+}
+
 struct Lowerer<'c, 'a> {
     ck: &'c mut Checker<'a>,
     sm: &'a SourceMap,
@@ -2021,19 +2048,38 @@ impl<'c, 'a> Lowerer<'c, 'a> {
         args: &[(String, Value)],
         _table: Option<Table>,
     ) -> Option<Rule> {
-        let mut preds: Vec<Pred> = Vec::new();
-        let mut have_proto: Option<u8> = None;
-        fn need_proto(preds: &mut Vec<Pred>, have: &mut Option<u8>, p: u8) {
-            if *have != Some(p) {
-                preds.push(Pred::Field {
-                    field: Field::Proto,
-                    neg: false,
-                    op: Operand::One(Elem::Exact(p.into())),
-                });
-                *have = Some(p);
+        let (mut preds, mut have_proto) = self.lower_preds(&r.matches, args)?;
+        let mut stmts = Vec::new();
+        for s in &r.stmts {
+            if let StmtKind::Vmap { sel, .. } = &s.kind {
+                match sel {
+                    Selector::Port(l4, _) => need_proto(&mut preds, &mut have_proto, l4.number()),
+                    Selector::IcmpType => need_proto(&mut preds, &mut have_proto, 1),
+                    _ => {}
+                }
+            }
+            let st = self.lower_stmt(&s.kind, args)?;
+            let term = st.is_terminal();
+            stmts.push(st);
+            if term {
+                break; // later statements were reported as unreachable (FW0061)
             }
         }
-        for m in &r.matches {
+        let id = RuleId(self.rule_locs.len() as u32);
+        self.rule_locs.push(self.loc(r.span));
+        Some(Rule { id, preds, stmts })
+    }
+
+    /// The predicates of a rule's matches (the protocol a port or ICMP match implies first),
+    /// and the protocol they fix, if one.
+    fn lower_preds(
+        &mut self,
+        matches: &[ast::Match],
+        args: &[(String, Value)],
+    ) -> Option<(Vec<Pred>, Option<u8>)> {
+        let mut preds: Vec<Pred> = Vec::new();
+        let mut have_proto: Option<u8> = None;
+        for m in matches {
             match &m.kind {
                 MatchKind::Cmp { sel, value, .. } => {
                     match sel {
@@ -2144,25 +2190,7 @@ impl<'c, 'a> Lowerer<'c, 'a> {
                 MatchKind::Ip6 => return None,
             }
         }
-        let mut stmts = Vec::new();
-        for s in &r.stmts {
-            if let StmtKind::Vmap { sel, .. } = &s.kind {
-                match sel {
-                    Selector::Port(l4, _) => need_proto(&mut preds, &mut have_proto, l4.number()),
-                    Selector::IcmpType => need_proto(&mut preds, &mut have_proto, 1),
-                    _ => {}
-                }
-            }
-            let st = self.lower_stmt(&s.kind, args)?;
-            let term = st.is_terminal();
-            stmts.push(st);
-            if term {
-                break; // later statements were reported as unreachable (FW0061)
-            }
-        }
-        let id = RuleId(self.rule_locs.len() as u32);
-        self.rule_locs.push(self.loc(r.span));
-        Some(Rule { id, preds, stmts })
+        Some((preds, have_proto))
     }
 
     fn nat_range(
@@ -2498,12 +2526,13 @@ pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
     }
     ck.check_services();
     let tests = ck.lower_tests();
-    let asserts = ck
+    let asserts: Vec<AssertInfo> = ck
         .asserts
         .iter()
         .map(|a| AssertInfo {
             name: a.name.clone(),
             span: a.span,
+            lines: vec![],
         })
         .collect();
     if ck.has_errors() || loaded.diags.iter().any(|d| d.severity == Severity::Error) {
@@ -2511,7 +2540,7 @@ pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
         return (None, diags);
     }
     let sm = ck.sm;
-    let lw = Lowerer {
+    let mut lw = Lowerer {
         ck: &mut ck,
         sm,
         chains: vec![],
@@ -2519,6 +2548,27 @@ pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
         instances: HashMap::new(),
         work: vec![],
     };
+    let mut asserts = asserts;
+    for (info, block) in asserts.iter_mut().zip(lw.ck.asserts.clone()) {
+        info.lines = block
+            .lines
+            .iter()
+            .filter_map(|l| {
+                let (preds, _) = lw.lower_preds(&l.matches, &[])?;
+                Some(AssertCase {
+                    span: l.span,
+                    always: l.quant == ast::Quantifier::Always,
+                    path: match l.path.0 {
+                        ast::PathKind::Input => IPath::Input,
+                        ast::PathKind::Forward => IPath::Forward,
+                        ast::PathKind::Output => IPath::Output,
+                    },
+                    verdict: l.verdict.0,
+                    preds,
+                })
+            })
+            .collect();
+    }
     let program = lw.run();
     let diags = std::mem::take(&mut ck.diags);
     (

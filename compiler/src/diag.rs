@@ -158,7 +158,8 @@ codes! {
     "FW0062" Error "overlapping verdict map keys";
     "FW0063" Error "nested set";
     "FW0070" Error "invalid test line";
-    "FW0071" Error "assert blocks are not supported yet";
+    "FW0071" Error "assert does not hold";
+    "FW0072" Error "assert could not be proven";
     "FW0080" Error "invalid service";
     "FW0100" Warning "unreachable rule";
     "FW0101" Warning "shadowed rule";

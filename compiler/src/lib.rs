@@ -13,6 +13,7 @@ pub mod interp;
 pub mod ir;
 pub mod loader;
 pub mod opt;
+pub mod prove;
 pub mod source;
 pub mod testrun;
 pub mod types;

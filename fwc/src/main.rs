@@ -670,6 +670,20 @@ fn print_trace(w: &mut impl Write, p: &Program, sm: Option<&SourceMap>, o: &Outc
     }
 }
 
+/// A counterexample as a `test` line (it can be pasted into a `test` block), or in words
+/// when a test line cannot say it.
+fn describe_counterexample(cx: &fwc_compiler::prove::Counterexample) -> String {
+    match &cx.test_line {
+        Some(t) => t.clone(),
+        None => format!(
+            "{} {} (no transport header) => {}",
+            cx.path.name(),
+            cx.packet,
+            cx.outcome.fate.name()
+        ),
+    }
+}
+
 fn cmd_test(out: &Out, file: &Path) -> ExitCode {
     if let Some(code) = refuse_artefact(out, file, "test") {
         return code;
@@ -685,7 +699,8 @@ fn cmd_test(out: &Out, file: &Path) -> ExitCode {
     let results = testrun::run_tests(checked);
     let stdout = std::io::stdout();
     let mut w = stdout.lock();
-    let total = results.len() + checked.asserts.len();
+    let lines: usize = checked.asserts.iter().map(|a| a.lines.len()).sum();
+    let total = results.len() + lines;
     let _ = writeln!(
         w,
         "running {total} test{} from {}",
@@ -708,25 +723,53 @@ fn cmd_test(out: &Out, file: &Path) -> ExitCode {
             failed += 1;
         }
     }
-    let assert_diags: Vec<Diagnostic> = checked
-        .asserts
-        .iter()
-        .map(|a| {
-            Diagnostic::error("FW0071", format!("assert {:?} cannot be checked yet", a.name))
-                .primary(a.span, "assert blocks are not supported by this version of fwc")
-                .note("proving an assert over every packet is planned; until then it counts as a failure, never as a pass")
-                .help("express the property as `test` lines for now")
-        })
-        .collect();
+    // every assert line proven over every packet, or refuted by one
+    let mut assert_diags: Vec<Diagnostic> = Vec::new();
+    let mut refuted = Vec::new();
     for a in &checked.asserts {
-        let (l, _) = sm.get(a.span.file).line_col(a.span.start as usize);
-        let _ = writeln!(
-            w,
-            "assert {:?} {}:{l} ... FAILED (not supported yet)",
-            a.name,
-            sm.get(a.span.file).name
-        );
-        failed += 1;
+        for line in &a.lines {
+            let f = sm.get(line.span.file);
+            let (l, _) = f.line_col(line.span.start as usize);
+            match fwc_compiler::prove::prove(&checked.program, line) {
+                fwc_compiler::prove::Proof::Holds { .. } => {
+                    let _ = writeln!(w, "assert {:?} {}:{l} ... ok (proven)", a.name, f.name);
+                }
+                fwc_compiler::prove::Proof::Fails(cx) => {
+                    failed += 1;
+                    let _ = writeln!(w, "assert {:?} {}:{l} ... FAILED", a.name, f.name);
+                    let example = describe_counterexample(&cx);
+                    let mut d =
+                        Diagnostic::error("FW0071", format!("assert {:?} does not hold", a.name))
+                            .primary(line.span, "a packet contradicts this line")
+                            .note(format!("counterexample: {example}"));
+                    for (rule, hit) in &cx.coins {
+                        d = d.note(format!(
+                            "with `statistic`/`limit` at {} {}",
+                            checked.program.rule_location(*rule),
+                            if *hit { "matching" } else { "not matching" }
+                        ));
+                    }
+                    assert_diags.push(d);
+                    refuted.push((a.name.clone(), line.span, cx));
+                }
+                fwc_compiler::prove::Proof::Unknown(why) => {
+                    failed += 1;
+                    let _ = writeln!(
+                        w,
+                        "assert {:?} {}:{l} ... FAILED (not proven)",
+                        a.name, f.name
+                    );
+                    assert_diags.push(
+                        Diagnostic::error(
+                            "FW0072",
+                            format!("assert {:?} could not be proven", a.name),
+                        )
+                        .primary(line.span, "neither proven nor refuted")
+                        .note(why),
+                    );
+                }
+            }
+        }
     }
     let fails: Vec<_> = results.iter().filter(|r| !r.passed).collect();
     if !fails.is_empty() {
@@ -741,6 +784,23 @@ fn cmd_test(out: &Out, file: &Path) -> ExitCode {
                 let _ = writeln!(w, "  trace:");
                 print_trace(&mut w, &checked.program, Some(sm), o, "    ");
             }
+        }
+    }
+    if !refuted.is_empty() {
+        if results.iter().all(|r| r.passed) {
+            let _ = writeln!(w, "\nfailures:");
+        }
+        for (name, span, cx) in &refuted {
+            let f = sm.get(span.file);
+            let (l, col) = f.line_col(span.start as usize);
+            let _ = writeln!(w, "\n---- assert {name:?} at {}:{l}:{col}", f.name);
+            let _ = writeln!(w, "  {}", f.line_text(l).trim());
+            let _ = writeln!(w, "  counterexample: {}", describe_counterexample(cx));
+            let _ = writeln!(w, "  trace:");
+            if cx.outcome.trace.is_empty() {
+                let _ = writeln!(w, "    (no chain on its path: every hook lets it through)");
+            }
+            print_trace(&mut w, &checked.program, Some(sm), &cx.outcome, "    ");
         }
     }
     let _ = w.flush();

@@ -177,17 +177,40 @@ fn build_emit_ir_prints_the_ir() {
 }
 
 #[test]
-fn test_reports_passes_failures_and_unsupported_asserts() {
+fn test_reports_passes_failures_and_asserts() {
     let o = fwc(&["test", "examples/language.fw"]);
     let out = text(&o.stdout);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "the assert is not supported yet: {out}"
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(out.contains("4 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains(
+            "assert \"no ssh from outside the admins\" examples/language.fw:65 ... ok (proven)"
+        ),
+        "{out}"
     );
-    assert!(out.contains("3 passed, 1 failed"), "{out}");
-    assert!(out.contains("FAILED (not supported yet)"));
-    assert!(text(&o.stderr).contains("FW0071"));
+    // a false assert: FAILED, a counterexample with its trace, FW0071, exit 1
+    let wrong = tmp(
+        "wrong.fw",
+        "table filter { chain input policy drop { tcp dport { 22, 80 } accept; } }
+assert \"ssh\" {
+    never input accept tcp dport 22 iif eth0;
+    always input drop udp;
+}
+",
+    );
+    let o = fwc(&["test", wrong.to_str().unwrap()]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+    assert!(
+        out.contains("counterexample: input tcp 192.0.2.1:40000 -> 198.51.100.1:22 iif eth0 ct state new => accept;"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tcp dport { 22, 80 } accept;  => accept"),
+        "the trace: {out}"
+    );
+    assert!(text(&o.stderr).contains("[FW0071] Error: assert \"ssh\" does not hold"));
 
     let src = "table filter { chain input policy drop { tcp dport 22 accept; } }
 test \"ssh\" {

@@ -254,6 +254,9 @@ pub struct Options {
     pub keep_clif: bool,
     /// longest piece of a chain compiled as one function (see [`PIECE`])
     pub piece: usize,
+    /// inline subchains by the cost rule ([`INLINE_RULES`]); otherwise every `jump` and
+    /// `goto` is a call
+    pub inline: bool,
 }
 
 impl Default for Options {
@@ -263,6 +266,7 @@ impl Default for Options {
             min_run: 256,
             keep_clif: false,
             piece: PIECE,
+            inline: true,
         }
     }
 }
@@ -438,6 +442,37 @@ struct Gen<'a> {
     nat: &'a mut Vec<(RuleId, Stmt)>,
     opts: Options,
     tree_rules: usize,
+    /// how many `jump`/`goto`s name each chain (the inlining cost rule)
+    call_sites: Vec<u32>,
+    /// subchain bodies being inlined around the code emitted now
+    inline_depth: u32,
+}
+
+/// Subchains with at most this many rules are inlined at every call site; a subchain called
+/// from one place only is inlined up to [`INLINE_ONCE_RULES`]; deeper than
+/// [`INLINE_DEPTH`] nested inlinings, calls stay calls.
+pub const INLINE_RULES: usize = 8;
+pub const INLINE_ONCE_RULES: usize = 64;
+pub const INLINE_DEPTH: u32 = 3;
+
+/// How many `jump`/`goto` statements name each chain.
+fn call_sites(program: &Program) -> Vec<u32> {
+    let mut n = vec![0u32; program.chains.len()];
+    for r in program.chains.iter().flat_map(|c| &c.rules) {
+        for s in &r.stmts {
+            if let Stmt::Jump(t) | Stmt::Goto(t) = s {
+                n[t.0 as usize] += 1;
+            }
+            if let Stmt::Vmap { arms, .. } = s {
+                for a in arms {
+                    if let Stmt::Jump(t) | Stmt::Goto(t) = &a.verdict {
+                        n[t.0 as usize] += 1;
+                    }
+                }
+            }
+        }
+    }
+    n
 }
 
 macro_rules! off {
@@ -619,6 +654,16 @@ impl Gen<'_> {
         }
     }
 
+    /// The inlining cost rule: a small subchain, or a mid-sized one called from one place
+    /// only, not nested too deep, and never a chain compiled in pieces.
+    fn inlines(&self, t: ChainId) -> bool {
+        let n = self.program.chains[t.0 as usize].rules.len();
+        self.opts.inline
+            && self.inline_depth < INLINE_DEPTH
+            && self.pieces[t.0 as usize].is_empty()
+            && (n <= INLINE_RULES || (n <= INLINE_ONCE_RULES && self.call_sites[t.0 as usize] <= 1))
+    }
+
     fn ret(&self, b: &mut FunctionBuilder, code: u32) {
         let v = b.ins().iconst(types::I32, i64::from(code));
         b.ins().return_(&[v]);
@@ -675,6 +720,40 @@ impl Gen<'_> {
                             b.ins().jump(p, &[]);
                         }
                         None => self.ret(b, verdict::CONT),
+                    }
+                    return;
+                }
+                Stmt::Jump(t) | Stmt::Goto(t) if self.inlines(*t) => {
+                    // the callee's rules here, as if called: its terminal verdicts return
+                    // from this function as a call's result would, and its `return` and its
+                    // end go where the call's CONT would
+                    let (after, fill) = match (s, policy) {
+                        (Stmt::Jump(_), _) => (next, false),
+                        (_, Some(p)) => (p, false),
+                        (_, None) => (b.create_block(), true),
+                    };
+                    let rules = self.program.chains[t.0 as usize].rules.clone();
+                    let blocks: Vec<ir::Block> =
+                        (0..=rules.len()).map(|_| b.create_block()).collect();
+                    b.ins().jump(blocks[0], &[]);
+                    self.inline_depth += 1;
+                    for (k, r) in rules.iter().enumerate() {
+                        b.switch_to_block(blocks[k]);
+                        for p in &r.preds {
+                            let m = self.pred(b, ctx, r.id, p);
+                            let cont = b.create_block();
+                            b.ins().brif(m, cont, &[], blocks[k + 1], &[]);
+                            b.switch_to_block(cont);
+                        }
+                        self.bump_counters(b, ctx, r.id.0);
+                        self.stmts(b, ctx, r, &r.stmts, blocks[k + 1], Some(after));
+                    }
+                    self.inline_depth -= 1;
+                    b.switch_to_block(blocks[rules.len()]);
+                    b.ins().jump(after, &[]);
+                    if fill {
+                        b.switch_to_block(after);
+                        self.ret(b, verdict::CONT);
                     }
                     return;
                 }
@@ -1388,6 +1467,8 @@ impl JitProgram {
             nat: &mut nat,
             opts,
             tree_rules: 0,
+            call_sites: call_sites(program),
+            inline_depth: 0,
         };
         let mut code_size = 0;
         let target = module.target_config();

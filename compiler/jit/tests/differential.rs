@@ -391,6 +391,8 @@ fn check_program(seed: u64, packets: usize) {
         p,
         Options {
             decision_trees: false,
+            // every subchain a real call here; inlined (where the cost rule says) below
+            inline: false,
             ..Options::default()
         },
     )
@@ -403,6 +405,7 @@ fn check_program(seed: u64, packets: usize) {
             keep_clif: false,
             // chains cut into pieces of a few rules
             piece: 3,
+            inline: true,
         },
     )
     .unwrap();
@@ -518,6 +521,7 @@ fn the_generator_reaches_every_outcome() {
                 min_run: 2,
                 keep_clif: false,
                 piece: 3,
+                inline: true,
             },
         )
         .unwrap();
