@@ -641,6 +641,155 @@ pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
     out
 }
 
+/// Most pairs of rules compared for FW0103 in one chain: a chain that needs more is
+/// reported as not analysed (a note), never silently skipped.
+pub const OVERLAP_PAIRS: u64 = 200_000_000;
+
+/// Lints over the base chains and their rules: FW0103 (a rule overlapping an earlier one
+/// with another verdict, a note), FW0104 (a filter input/forward chain that accepts every
+/// packet), FW0107 (a base chain with policy accept and no rules).
+pub fn chain_lints(p: &Program) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for c in &p.chains {
+        let ChainKind::Base {
+            table,
+            hook,
+            policy,
+        } = c.kind
+        else {
+            continue;
+        };
+        let head = span_of(c.loc);
+        if c.rules.is_empty() && policy == Policy::Accept {
+            out.push(
+                Diagnostic::warning("FW0107", "empty base chain with policy accept")
+                    .primary(
+                        head,
+                        "this chain lets every packet through and does nothing else",
+                    )
+                    .help("remove it, or give it rules"),
+            );
+            continue;
+        }
+        if table == Table::Filter && matches!(hook, Hook::Input | Hook::Forward) {
+            // an unconditional accept, or a policy accept with nothing that ends a packet
+            if let Some(r) = c
+                .rules
+                .iter()
+                .find(|r| r.preds.is_empty() && r.stmts.iter().any(|s| matches!(s, Stmt::Accept)))
+            {
+                out.push(
+                    Diagnostic::warning("FW0104", format!("`{}` accepts every packet", c.display_name()))
+                        .primary(span_of(p.rule_locs[r.id.0 as usize]), "this rule accepts whatever reaches it")
+                        .secondary(head, format!("on `{}`, the host's {} traffic", hook.name(), if hook == Hook::Input { "incoming" } else { "forwarded" }))
+                        .help("give the rule matches, or end the chain with `drop` and accept what you mean to"),
+                );
+            } else if policy == Policy::Accept
+                && !c.rules.iter().flat_map(|r| &r.stmts).any(|s| {
+                    matches!(
+                        s,
+                        Stmt::Drop
+                            | Stmt::Reject(_)
+                            | Stmt::Queue { .. }
+                            | Stmt::Jump(_)
+                            | Stmt::Goto(_)
+                            | Stmt::Vmap { .. }
+                    )
+                })
+            {
+                out.push(
+                    Diagnostic::warning(
+                        "FW0104",
+                        format!("`{}` accepts every packet", c.display_name()),
+                    )
+                    .primary(
+                        head,
+                        "policy accept, and no rule drops, rejects or hands a packet on",
+                    )
+                    .help("use `policy drop` and accept what you mean to"),
+                );
+            }
+        }
+        out.extend(overlaps(p, c));
+    }
+    out
+}
+
+/// FW0103: a rule that ends the chain with one verdict, overlapping an earlier one that
+/// ends it with another (neither shadowing the other): the order decides, which is worth
+/// knowing. One note per rule, naming the first such earlier rule.
+fn overlaps(p: &Program, c: &Chain) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let boxes: Vec<Option<(RuleBox, String)>> = c
+        .rules
+        .iter()
+        .map(|r| {
+            let b = RuleBox::of(r);
+            (ends_chain(r) && !b.is_stateful()).then(|| (b, verdict_word(p, r)))
+        })
+        .collect();
+    let mut pairs = 0u64;
+    for (i, ri) in boxes.iter().enumerate() {
+        let Some((rb, rv)) = ri else { continue };
+        let mut first = None;
+        let mut more = 0usize;
+        for (j, ej) in boxes[..i].iter().enumerate() {
+            let Some((eb, ev)) = ej else { continue };
+            pairs += 1;
+            if ev == rv || !eb.may_intersect(rb) || rb.within(eb) || eb.within(rb) {
+                continue;
+            }
+            if first.is_none() {
+                first = Some(j);
+            } else {
+                more += 1;
+            }
+        }
+        if pairs > OVERLAP_PAIRS {
+            out.push(
+                Diagnostic::info(
+                    "FW0103",
+                    format!(
+                        "`{}` is too long to look for overlapping rules",
+                        c.display_name()
+                    ),
+                )
+                .primary(
+                    span_of(c.loc),
+                    format!("stopped after {OVERLAP_PAIRS} pairs of rules"),
+                )
+                .note("overlaps are only noted in chains whose rules can all be compared pairwise"),
+            );
+            return out;
+        }
+        if let Some(j) = first {
+            let (e, r) = (&c.rules[j], &c.rules[i]);
+            let ev = &boxes[j].as_ref().map(|b| b.1.clone()).unwrap_or_default();
+            let mut d = Diagnostic::info(
+                "FW0103",
+                "rule overlaps an earlier rule with another verdict",
+            )
+            .primary(
+                span_of(p.rule_locs[r.id.0 as usize]),
+                format!("this rule says `{rv}` ..."),
+            )
+            .secondary(
+                span_of(p.rule_locs[e.id.0 as usize]),
+                format!("... but packets this one matches too get `{ev}` first"),
+            )
+            .help("if that is meant, nothing to do; if not, reorder the rules or narrow one");
+            if more > 0 {
+                d = d.note(format!(
+                    "{more} more earlier rule{} overlap it with another verdict",
+                    if more == 1 { "" } else { "s" }
+                ));
+            }
+            out.push(d);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

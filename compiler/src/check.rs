@@ -177,6 +177,8 @@ struct Checker<'a> {
     /// declared parameter types of each subchain (None where a type was invalid)
     sub_params: HashMap<&'a str, Vec<(String, Option<Ty>)>>,
     bases: Vec<BaseDecl<'a>>,
+    /// defines named by a `$variable` somewhere (FW0105)
+    used_defines: HashSet<String>,
     services: Vec<&'a ast::ServiceDecl>,
     interfaces: Vec<&'a ast::InterfaceDecl>,
     tests: Vec<&'a ast::TestBlock>,
@@ -549,6 +551,7 @@ impl<'a> Checker<'a> {
                 if let Some((_, ty)) = scope.iter().find(|(n, _)| n == name) {
                     return ty.clone().map(|ty| TV { ty, val: None });
                 }
+                self.used_defines.insert(name.clone());
                 match self.define_value(name, e.span) {
                     Some(tv) => tv,
                     None => {
@@ -1238,6 +1241,53 @@ impl<'a> Checker<'a> {
             }
         }
         out
+    }
+
+    /// Defines no `$variable` names and subchains no `jump`/`goto` calls, in the program's
+    /// own files (the standard library offers many that a program leaves unused).
+    fn check_unused(&mut self) {
+        let own =
+            |sm: &crate::source::SourceMap, sp: Span| !sm.get(sp.file).name.starts_with("std/");
+        let mut defs: Vec<&'a DefineItem> = self
+            .defines
+            .values()
+            .copied()
+            .filter(|d| !self.used_defines.contains(&d.name.name) && own(self.sm, d.span))
+            .collect();
+        defs.sort_by_key(|d| (d.span.file, d.span.start));
+        for d in defs {
+            self.err(
+                Diagnostic::warning("FW0105", format!("unused define `{}`", d.name.name))
+                    .primary(d.name.span, "never used as `$variable`")
+                    .help("remove it, or use it"),
+            );
+        }
+        let mut called: HashSet<&str> = HashSet::new();
+        let all: Vec<&'a ChainDecl> = self
+            .bases
+            .iter()
+            .map(|b| b.decl)
+            .chain(self.subchains.values().copied())
+            .collect();
+        for c in all {
+            for call in Checker::calls_of(c) {
+                called.insert(call.name.name.as_str());
+            }
+        }
+        let mut subs: Vec<&'a ChainDecl> = self
+            .subchains
+            .values()
+            .copied()
+            .filter(|c| !called.contains(c.name.name.as_str()) && own(self.sm, c.span))
+            .collect();
+        subs.sort_by_key(|c| (c.span.file, c.span.start));
+        for c in subs {
+            self.err(
+                Diagnostic::warning("FW0106", format!("unused chain `{}`", c.name.name))
+                    .primary(c.name.span, "no `jump` or `goto` calls it")
+                    .help("remove it, or call it from a base chain"),
+            );
+        }
     }
 
     /// Reports call cycles; returns true when there are none.
@@ -2489,6 +2539,7 @@ fn new_checker(loaded: &Loaded) -> Checker<'_> {
         define_memo: HashMap::new(),
         define_stack: vec![],
         subchains: HashMap::new(),
+        used_defines: HashSet::new(),
         sub_params: HashMap::new(),
         bases: vec![],
         services: vec![],
@@ -2519,6 +2570,10 @@ pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
             };
             ck.check_rule(&r, &[]);
         }
+    }
+    // lints about the program's shape, once it is otherwise sound
+    if !ck.has_errors() && !loaded.diags.iter().any(|d| d.severity == Severity::Error) {
+        ck.check_unused();
     }
     let acyclic = ck.check_cycles();
     if acyclic {

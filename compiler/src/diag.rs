@@ -65,6 +65,15 @@ impl Diagnostic {
         }
     }
 
+    /// A note-level diagnostic: worth knowing, not a problem (a lint that never fails a
+    /// build unless denied).
+    pub fn info(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Note,
+            ..Diagnostic::error(code, message)
+        }
+    }
+
     /// The primary label: where the problem is.
     pub fn primary(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
         self.labels.push(Label {
@@ -164,7 +173,100 @@ codes! {
     "FW0100" Warning "unreachable rule";
     "FW0101" Warning "shadowed rule";
     "FW0102" Warning "redundant rule";
+    "FW0103" Note "overlapping rules with different verdicts";
+    "FW0104" Warning "chain accepts every packet";
+    "FW0105" Warning "unused define";
+    "FW0106" Warning "unused chain";
+    "FW0107" Warning "empty base chain with policy accept";
     "FW0900" Error "internal compiler error";
+}
+
+/// Lint levels from the command line: `--deny CODE` makes a lint an error, `--allow CODE`
+/// silences it, `--deny warnings` makes every warning an error.
+#[derive(Debug, Clone, Default)]
+pub struct Levels {
+    pub deny: Vec<String>,
+    pub allow: Vec<String>,
+}
+
+impl Levels {
+    /// Every code named must be a lint (a warning or a note); `warnings` may be denied.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, codes) in [("--deny", &self.deny), ("--allow", &self.allow)] {
+            for c in codes {
+                if flag == "--deny" && c == "warnings" {
+                    continue;
+                }
+                match code_info(c) {
+                    None => return Err(format!("{flag} {c}: no such code (see `fwc explain --help` and the book's error index)")),
+                    Some(i) if i.severity == Severity::Error => {
+                        return Err(format!(
+                            "{flag} {c}: {c} ({}) is an error, not a lint; only warnings and notes can be denied or allowed",
+                            i.title
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the levels: allowed lints go, denied ones become errors (with a note
+    /// saying why).
+    pub fn apply(&self, diags: &mut Vec<Diagnostic>) {
+        diags.retain(|d| d.severity == Severity::Error || !self.allow.iter().any(|a| a == d.code));
+        let all = self.deny.iter().any(|d| d == "warnings");
+        for d in diags.iter_mut() {
+            if d.severity == Severity::Error {
+                continue;
+            }
+            let named = self.deny.iter().any(|c| c == d.code);
+            if named || (all && d.severity == Severity::Warning) {
+                d.severity = Severity::Error;
+                let why = if named {
+                    d.code.to_string()
+                } else {
+                    "warnings".into()
+                };
+                d.notes.push(format!("`--deny {why}` makes this an error"));
+            }
+        }
+    }
+}
+
+/// Removes the lints (warnings and notes) that a `# fwc: allow(CODE, ...)` comment on the
+/// line before their primary location allows.
+pub fn apply_allow_comments(diags: &mut Vec<Diagnostic>, sm: &SourceMap) {
+    diags.retain(|d| {
+        if d.severity == Severity::Error {
+            return true;
+        }
+        let Some(sp) = d.primary_span() else {
+            return true;
+        };
+        let f = sm.get(sp.file);
+        let (line, _) = f.line_col(sp.start as usize);
+        if line < 2 {
+            return true;
+        }
+        !allowed_by(f.line_text(line - 1)).any(|c| c == d.code)
+    });
+}
+
+/// The codes a `# fwc: allow(CODE, ...)` comment line allows.
+fn allowed_by(line: &str) -> impl Iterator<Item = &str> {
+    let codes = line
+        .trim()
+        .strip_prefix('#')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix("fwc:"))
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix("allow("))
+        .and_then(|r| r.split_once(')'))
+        .map(|(list, _)| list)
+        .unwrap_or("");
+    codes.split(',').map(str::trim).filter(|c| !c.is_empty())
 }
 
 pub fn code_info(code: &str) -> Option<&'static CodeInfo> {
@@ -238,7 +340,7 @@ impl<'s> HumanRenderer<'s> {
         let kind = match d.severity {
             Severity::Error => ReportKind::Error,
             Severity::Warning => ReportKind::Warning,
-            Severity::Note => ReportKind::Advice,
+            Severity::Note => ReportKind::Custom("Note", Color::Cyan),
         };
         let config = Config::default()
             .with_color(color)
@@ -280,8 +382,32 @@ impl<'s> HumanRenderer<'s> {
         if b.finish().write(&mut self.cache, &mut buf).is_err() {
             return plain();
         }
-        String::from_utf8_lossy(&buf).into_owned()
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if color {
+            text
+        } else {
+            // ariadne paints a custom kind's name (`Note`) whatever the config says
+            strip_ansi(&text)
+        }
     }
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Renders one diagnostic for a terminal (see [`HumanRenderer`] for batches).

@@ -43,8 +43,9 @@ impl Compilation {
 
 /// Checks an already loaded program: types, IR, verification, rule warnings.
 pub fn compile_loaded(mut loaded: Loaded) -> Compilation {
-    let mut diags = std::mem::take(&mut loaded.diags);
+    // the checker sees the loader's errors (it lowers nothing and lints nothing after one)
     let (checked, more) = check::check(&loaded);
+    let mut diags = std::mem::take(&mut loaded.diags);
     diags.extend(more);
     if let Some(c) = &checked {
         let errs = ir::verify(&c.program);
@@ -59,7 +60,9 @@ pub fn compile_loaded(mut loaded: Loaded) -> Compilation {
             );
         }
         diags.extend(analysis::rule_warnings(&c.program));
+        diags.extend(analysis::chain_lints(&c.program));
     }
+    diag::apply_allow_comments(&mut diags, &loaded.sm);
     diag::sort(&mut diags);
     let failed = diags.iter().any(|d| d.severity == Severity::Error);
     Compilation {

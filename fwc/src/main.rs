@@ -28,6 +28,12 @@ struct Cli {
     /// How to print diagnostics: for people, or one JSON object per line
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     format: Format,
+    /// Make a lint (a warning or note code, or `warnings` for all warnings) an error; repeatable, or comma-separated
+    #[arg(long, global = true, value_name = "CODE", value_delimiter = ',')]
+    deny: Vec<String>,
+    /// Silence a lint (a warning or note code); repeatable, or comma-separated
+    #[arg(long, global = true, value_name = "CODE", value_delimiter = ',')]
+    allow: Vec<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -206,6 +212,8 @@ enum Cmd {
 struct Out {
     color: bool,
     format: Format,
+    /// `--deny` / `--allow`
+    levels: diag::Levels,
 }
 
 impl Out {
@@ -268,7 +276,8 @@ impl Out {
 
 fn compile(out: &Out, file: &Path) -> Result<Compilation, ExitCode> {
     match fwc_compiler::compile_path(file) {
-        Ok(c) => {
+        Ok(mut c) => {
+            out.levels.apply(&mut c.diags);
             out.diags(&c.diags, &c.loaded.sm);
             out.summary(&c);
             Ok(c)
@@ -313,9 +322,18 @@ fn real_main() -> ExitCode {
             std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
         }
     };
+    let levels = diag::Levels {
+        deny: cli.deny,
+        allow: cli.allow,
+    };
+    if let Err(e) = levels.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let out = Out {
         color,
         format: cli.format,
+        levels,
     };
     match cli.cmd {
         Cmd::Check {

@@ -69,6 +69,56 @@ fn warnings_pass_unless_denied() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// `--deny CODE`, `--allow CODE`, `--deny warnings`, and `# fwc: allow(CODE)` comments.
+#[test]
+fn lint_levels_from_the_command_line_and_comments() {
+    let f = tmp(
+        "levels.fw",
+        "define unused = 1;
+table filter {
+    chain input policy drop {
+        ip saddr 203.0.113.0/24 drop;
+        # fwc: allow(FW0103)
+        tcp dport 22 accept;
+        tcp dport 80 accept;
+    }
+}
+",
+    );
+    let p = f.to_str().unwrap();
+    let o = fwc(&["check", p]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("[FW0105] Warning: unused define `unused`"),
+        "{err}"
+    );
+    // the comment silences the note on the rule below it, not the one after
+    assert!(!err.contains("levels.fw:6:9"), "{err}");
+    assert!(
+        err.contains("[FW0103] Note") && err.contains("levels.fw:7:9"),
+        "{err}"
+    );
+    let o = fwc(&["check", "--allow", "FW0105,FW0103", p]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!text(&o.stderr).contains("FW01"), "{}", text(&o.stderr));
+    for deny in [&["--deny", "FW0105"][..], &["--deny", "warnings"]] {
+        let mut args = vec!["check"];
+        args.extend_from_slice(deny);
+        args.push(p);
+        let o = fwc(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{deny:?}: {err}");
+        assert!(err.contains("[FW0105] Error: unused define"), "{err}");
+        assert!(err.contains("makes this an error"), "{err}");
+    }
+    // errors are not lints; unknown codes are usage errors
+    for bad in ["FW0030", "FW9999"] {
+        let o = fwc(&["check", "--allow", bad, p]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+}
+
 #[test]
 fn json_diagnostics_are_one_object_per_line() {
     let bad = tmp(
