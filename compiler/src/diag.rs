@@ -506,6 +506,140 @@ pub fn sort(diags: &mut [Diagnostic]) {
     });
 }
 
+/// A SARIF 2.1.0 log of one run of `fwc` over the diagnostics: `rules` lists every code
+/// (with its title and default level), each result points at its rule, its primary
+/// location and its secondary labels (`relatedLocations`), its notes and help folded into
+/// the message text.
+pub fn render_sarif(diags: &[Diagnostic], sm: &SourceMap, version: &str) -> String {
+    use serde_json::json;
+    let level = |s: Severity| match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Note => "note",
+    };
+    let rules: Vec<serde_json::Value> = CODES
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.code,
+                "name": pascal(c.title),
+                "shortDescription": { "text": c.title },
+                "fullDescription": { "text": format!("{}: {} (the fwc book, error index, {}.md)", c.code, c.title, c.code) },
+                "defaultConfiguration": { "level": level(c.severity) },
+            })
+        })
+        .collect();
+    let location = |sp: Span| {
+        let f = sm.get(sp.file);
+        let (sl, sc) = f.line_col(sp.start as usize);
+        let (el, ec) = f.line_col(sp.end.max(sp.start) as usize);
+        json!({
+            "physicalLocation": {
+                "artifactLocation": { "uri": uri_reference(&f.name) },
+                "region": {
+                    "startLine": sl,
+                    "startColumn": sc,
+                    "endLine": el,
+                    "endColumn": ec.max(if el == sl { sc } else { 1 }),
+                    "charOffset": sp.start,
+                    "charLength": sp.end.saturating_sub(sp.start),
+                },
+            }
+        })
+    };
+    let results: Vec<serde_json::Value> = diags
+        .iter()
+        .map(|d| {
+            let mut text = d.message.clone();
+            for n in &d.notes {
+                text.push_str(&format!("\nnote: {n}"));
+            }
+            for h in &d.help {
+                text.push_str(&format!("\nhelp: {h}"));
+            }
+            let mut r = json!({
+                "ruleId": d.code,
+                "level": level(d.severity),
+                "message": { "text": text },
+            });
+            if let Some(i) = CODES.iter().position(|c| c.code == d.code) {
+                r["ruleIndex"] = json!(i);
+            }
+            let primary = d.labels.iter().find(|l| l.primary).or(d.labels.first());
+            if let Some(p) = primary {
+                let mut loc = location(p.span);
+                if !p.message.is_empty() {
+                    loc["message"] = json!({ "text": p.message });
+                }
+                r["locations"] = json!([loc]);
+            }
+            let related: Vec<serde_json::Value> = d
+                .labels
+                .iter()
+                .filter(|l| !primary.is_some_and(|p| std::ptr::eq(p, *l)))
+                .enumerate()
+                .map(|(k, l)| {
+                    let mut loc = location(l.span);
+                    loc["id"] = json!(k);
+                    loc["message"] = json!({ "text": l.message });
+                    loc
+                })
+                .collect();
+            if !related.is_empty() {
+                r["relatedLocations"] = json!(related);
+            }
+            r
+        })
+        .collect();
+    let log = json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": {
+                "name": "fwc",
+                "version": version,
+                "semanticVersion": version,
+                "rules": rules,
+            }},
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    });
+    serde_json::to_string_pretty(&log).unwrap_or_default()
+}
+
+/// `shadowed rule` -> `ShadowedRule`: a rule's `name` in SARIF.
+fn pascal(title: &str) -> String {
+    title
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A file name as a URI reference: unreserved characters and `/` kept, others
+/// percent-encoded; an absolute path becomes a `file://` URI (a relative reference must not
+/// begin with a slash).
+fn uri_reference(name: &str) -> String {
+    let mut out = String::new();
+    if name.starts_with('/') {
+        out.push_str("file://");
+    }
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

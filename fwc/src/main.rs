@@ -48,7 +48,12 @@ enum ColorChoice {
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
 enum Format {
     Human,
+    /// one JSON object per diagnostic, on standard error
     Json,
+    /// one SARIF 2.1.0 log on standard output (`check`, `build`)
+    Sarif,
+    /// `test`: the report as JUnit XML on standard output
+    Junit,
 }
 
 #[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
@@ -221,9 +226,18 @@ impl Out {
         let stderr = std::io::stderr();
         let mut e = std::io::BufWriter::new(stderr.lock());
         let mut human = diag::HumanRenderer::new(sm, self.color);
+        if self.format == Format::Sarif {
+            // one log for the whole compilation, on standard output
+            println!(
+                "{}",
+                diag::render_sarif(diags, sm, env!("CARGO_PKG_VERSION"))
+            );
+            return;
+        }
         for d in diags {
             let text = match self.format {
-                Format::Human => human.render(d),
+                // `test --format junit` reports diagnostics as a person reads them
+                Format::Human | Format::Junit | Format::Sarif => human.render(d),
                 Format::Json => format!("{}\n", diag::render_json(d, sm)),
             };
             let _ = e.write_all(text.as_bytes());
@@ -232,7 +246,7 @@ impl Out {
     }
 
     fn summary(&self, c: &Compilation) {
-        if self.format != Format::Human {
+        if !matches!(self.format, Format::Human | Format::Junit) {
             return;
         }
         let errors = c
@@ -265,7 +279,7 @@ impl Out {
 
     fn error(&self, msg: &str) {
         match self.format {
-            Format::Human => eprintln!("error: {msg}"),
+            Format::Human | Format::Sarif | Format::Junit => eprintln!("error: {msg}"),
             Format::Json => eprintln!(
                 "{}",
                 serde_json::json!({"severity": "error", "message": msg})
@@ -328,6 +342,27 @@ fn real_main() -> ExitCode {
     };
     if let Err(e) = levels.validate() {
         eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let fits = match cli.format {
+        Format::Sarif => matches!(cli.cmd, Cmd::Check { .. } | Cmd::Build { .. }),
+        Format::Junit => matches!(cli.cmd, Cmd::Test { .. }),
+        Format::Human | Format::Json => true,
+    };
+    if !fits {
+        eprintln!(
+            "error: --format {} is for {}",
+            if cli.format == Format::Sarif {
+                "sarif"
+            } else {
+                "junit"
+            },
+            if cli.format == Format::Sarif {
+                "`fwc check` and `fwc build`"
+            } else {
+                "`fwc test`"
+            }
+        );
         return ExitCode::from(2);
     }
     let out = Out {
@@ -702,6 +737,20 @@ fn describe_counterexample(cx: &fwc_compiler::prove::Counterexample) -> String {
     }
 }
 
+/// One line of a `test` or `assert` block as `fwc test` reports it.
+struct Case {
+    /// `test "NAME"` / `assert "NAME"`
+    label: String,
+    /// `FILE:LINE`
+    at: String,
+    /// what the report line says after `...` when it passed
+    ok: &'static str,
+    /// why it failed (one line), and the failure section (the line, what happened, trace)
+    failure: Option<(String, String)>,
+    /// ` (not proven)` after FAILED
+    suffix: &'static str,
+}
+
 fn cmd_test(out: &Out, file: &Path) -> ExitCode {
     if let Some(code) = refuse_artefact(out, file, "test") {
         return code;
@@ -714,47 +763,53 @@ fn cmd_test(out: &Out, file: &Path) -> ExitCode {
         return ExitCode::from(1);
     };
     let sm = &c.loaded.sm;
-    let results = testrun::run_tests(checked);
-    let stdout = std::io::stdout();
-    let mut w = stdout.lock();
-    let lines: usize = checked.asserts.iter().map(|a| a.lines.len()).sum();
-    let total = results.len() + lines;
-    let _ = writeln!(
-        w,
-        "running {total} test{} from {}",
-        if total == 1 { "" } else { "s" },
-        file.display()
-    );
-    let mut failed = 0;
-    for r in &results {
-        let (l, _) = sm
-            .get(r.case.span.file)
-            .line_col(r.case.span.start as usize);
-        let name = &sm.get(r.case.span.file).name;
-        let _ = writeln!(
-            w,
-            "test {:?} {name}:{l} ... {}",
-            r.case.block,
-            if r.passed { "ok" } else { "FAILED" }
-        );
-        if !r.passed {
-            failed += 1;
-        }
+    let mut cases: Vec<Case> = Vec::new();
+    let trace = |o: &fwc_compiler::interp::Outcome| {
+        let mut b: Vec<u8> = Vec::new();
+        print_trace(&mut b, &checked.program, Some(sm), o, "    ");
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    for r in testrun::run_tests(checked) {
+        let f = sm.get(r.case.span.file);
+        let (l, col) = f.line_col(r.case.span.start as usize);
+        let failure = (!r.passed).then(|| {
+            let why = r.failure.clone().unwrap_or_else(|| "failed".into());
+            let mut d = format!(
+                "---- {:?} at {}:{l}:{col}\n  {}\n  {why}\n",
+                r.case.block,
+                f.name,
+                f.line_text(l).trim()
+            );
+            if let Some(o) = &r.outcome {
+                d.push_str("  trace:\n");
+                d.push_str(&trace(o));
+            }
+            (why, d)
+        });
+        cases.push(Case {
+            label: format!("test {:?}", r.case.block),
+            at: format!("{}:{l}", f.name),
+            ok: "ok",
+            failure,
+            suffix: "",
+        });
     }
     // every assert line proven over every packet, or refuted by one
     let mut assert_diags: Vec<Diagnostic> = Vec::new();
-    let mut refuted = Vec::new();
     for a in &checked.asserts {
         for line in &a.lines {
             let f = sm.get(line.span.file);
-            let (l, _) = f.line_col(line.span.start as usize);
+            let (l, col) = f.line_col(line.span.start as usize);
+            let mut case = Case {
+                label: format!("assert {:?}", a.name),
+                at: format!("{}:{l}", f.name),
+                ok: "ok (proven)",
+                failure: None,
+                suffix: "",
+            };
             match fwc_compiler::prove::prove(&checked.program, line) {
-                fwc_compiler::prove::Proof::Holds { .. } => {
-                    let _ = writeln!(w, "assert {:?} {}:{l} ... ok (proven)", a.name, f.name);
-                }
+                fwc_compiler::prove::Proof::Holds { .. } => {}
                 fwc_compiler::prove::Proof::Fails(cx) => {
-                    failed += 1;
-                    let _ = writeln!(w, "assert {:?} {}:{l} ... FAILED", a.name, f.name);
                     let example = describe_counterexample(&cx);
                     let mut d =
                         Diagnostic::error("FW0071", format!("assert {:?} does not hold", a.name))
@@ -768,73 +823,114 @@ fn cmd_test(out: &Out, file: &Path) -> ExitCode {
                         ));
                     }
                     assert_diags.push(d);
-                    refuted.push((a.name.clone(), line.span, cx));
+                    let mut s = format!(
+                        "---- assert {:?} at {}:{l}:{col}\n  {}\n  counterexample: {example}\n  trace:\n",
+                        a.name,
+                        f.name,
+                        f.line_text(l).trim()
+                    );
+                    if cx.outcome.trace.is_empty() {
+                        s.push_str("    (no chain on its path: every hook lets it through)\n");
+                    }
+                    s.push_str(&trace(&cx.outcome));
+                    case.failure = Some((format!("counterexample: {example}"), s));
                 }
                 fwc_compiler::prove::Proof::Unknown(why) => {
-                    failed += 1;
-                    let _ = writeln!(
-                        w,
-                        "assert {:?} {}:{l} ... FAILED (not proven)",
-                        a.name, f.name
-                    );
                     assert_diags.push(
                         Diagnostic::error(
                             "FW0072",
                             format!("assert {:?} could not be proven", a.name),
                         )
                         .primary(line.span, "neither proven nor refuted")
-                        .note(why),
+                        .note(why.clone()),
                     );
+                    let s = format!(
+                        "---- assert {:?} at {}:{l}:{col}\n  {}\n  not proven: {why}\n",
+                        a.name,
+                        f.name,
+                        f.line_text(l).trim()
+                    );
+                    case.failure = Some((format!("not proven: {why}"), s));
+                    case.suffix = " (not proven)";
+                }
+            }
+            cases.push(case);
+        }
+    }
+    let failed = cases.iter().filter(|c| c.failure.is_some()).count();
+    let total = cases.len();
+    out.diags(&assert_diags, sm);
+    let report = if out.format == Format::Junit {
+        junit(file, &cases)
+    } else {
+        let mut w = format!(
+            "running {total} test{} from {}\n",
+            if total == 1 { "" } else { "s" },
+            file.display()
+        );
+        for c in &cases {
+            let verdict = match &c.failure {
+                None => c.ok.to_string(),
+                Some(_) => format!("FAILED{}", c.suffix),
+            };
+            w.push_str(&format!("{} {} ... {verdict}\n", c.label, c.at));
+        }
+        if failed > 0 {
+            w.push_str("\nfailures:\n");
+            for c in &cases {
+                if let Some((_, d)) = &c.failure {
+                    w.push('\n');
+                    w.push_str(d);
                 }
             }
         }
-    }
-    let fails: Vec<_> = results.iter().filter(|r| !r.passed).collect();
-    if !fails.is_empty() {
-        let _ = writeln!(w, "\nfailures:");
-        for r in fails {
-            let f = sm.get(r.case.span.file);
-            let (l, col) = f.line_col(r.case.span.start as usize);
-            let _ = writeln!(w, "\n---- {:?} at {}:{l}:{col}", r.case.block, f.name);
-            let _ = writeln!(w, "  {}", f.line_text(l).trim());
-            let _ = writeln!(w, "  {}", r.failure.as_deref().unwrap_or("failed"));
-            if let Some(o) = &r.outcome {
-                let _ = writeln!(w, "  trace:");
-                print_trace(&mut w, &checked.program, Some(sm), o, "    ");
-            }
-        }
-    }
-    if !refuted.is_empty() {
-        if results.iter().all(|r| r.passed) {
-            let _ = writeln!(w, "\nfailures:");
-        }
-        for (name, span, cx) in &refuted {
-            let f = sm.get(span.file);
-            let (l, col) = f.line_col(span.start as usize);
-            let _ = writeln!(w, "\n---- assert {name:?} at {}:{l}:{col}", f.name);
-            let _ = writeln!(w, "  {}", f.line_text(l).trim());
-            let _ = writeln!(w, "  counterexample: {}", describe_counterexample(cx));
-            let _ = writeln!(w, "  trace:");
-            if cx.outcome.trace.is_empty() {
-                let _ = writeln!(w, "    (no chain on its path: every hook lets it through)");
-            }
-            print_trace(&mut w, &checked.program, Some(sm), &cx.outcome, "    ");
-        }
-    }
-    let _ = w.flush();
-    drop(w);
-    out.diags(&assert_diags, sm);
-    let _ = writeln!(
-        std::io::stdout(),
-        "\n{} passed, {} failed",
-        total - failed,
-        failed
-    );
+        w.push_str(&format!("\n{} passed, {failed} failed\n", total - failed));
+        w
+    };
+    let _ = std::io::stdout().write_all(report.as_bytes());
     if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The `fwc test` report as JUnit XML: one `testsuite` for the file, a `testcase` per test
+/// or assert line (classname `test.NAME` / `assert.NAME`, name `FILE:LINE`), a `failure`
+/// with the reason and the failure section.
+fn junit(file: &Path, cases: &[Case]) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let failed = cases.iter().filter(|c| c.failure.is_some()).count();
+    let name = esc(&file.display().to_string());
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"fwc test\" tests=\"{}\" failures=\"{failed}\" errors=\"0\">\n  <testsuite name=\"{name}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" skipped=\"0\">\n",
+        cases.len(),
+        cases.len()
+    );
+    for c in cases {
+        let (kind, block) = c.label.split_once(' ').unwrap_or(("test", &c.label));
+        let class = format!("{kind}.{}", block.trim_matches('"'));
+        x.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            esc(&class),
+            esc(&c.at)
+        ));
+        match &c.failure {
+            None => x.push_str("/>\n"),
+            Some((why, details)) => x.push_str(&format!(
+                ">\n      <failure message=\"{}\" type=\"{kind}\">{}</failure>\n    </testcase>\n",
+                esc(why),
+                esc(details)
+            )),
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
 }
 
 fn cmd_explain(out: &Out, file: &Path, query: &str) -> ExitCode {

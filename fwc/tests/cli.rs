@@ -484,3 +484,161 @@ table filter { chain forward policy drop {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("not a pcap file"));
 }
+
+/// The SARIF validator: Microsoft's SARIF Multitool (its `validate` checks the log against
+/// the SARIF 2.1.0 schema and the specification's rules). `FWC_SARIF_MULTITOOL` names the
+/// binary (`.ci/run` installs it); otherwise it is installed from the npm registry into
+/// `target/ci-tools` the first time.
+fn sarif_multitool() -> PathBuf {
+    if let Some(p) = std::env::var_os("FWC_SARIF_MULTITOOL") {
+        return PathBuf::from(p);
+    }
+    let dir = root().join("target/ci-tools/sarif");
+    let bin = dir.join("node_modules/@microsoft/sarif-multitool-linux/Sarif.Multitool");
+    if !bin.exists() {
+        let st = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("@microsoft/sarif-multitool-linux@5.7.0")
+            .status()
+            .expect("npm runs (the SARIF validator comes from the npm registry)");
+        assert!(st.success(), "installing the SARIF Multitool failed");
+    }
+    // its postinstall script (`chmod u+x`) may not have run
+    use std::os::unix::fs::PermissionsExt;
+    let mut perm = std::fs::metadata(&bin)
+        .expect("the SARIF Multitool")
+        .permissions();
+    if perm.mode() & 0o100 == 0 {
+        perm.set_mode(perm.mode() | 0o755);
+        std::fs::set_permissions(&bin, perm).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn sarif_output_validates_and_carries_every_diagnostic() {
+    let f = tmp(
+        "sarif.fw",
+        "define unused = 1;
+table filter {
+    chain input policy drop {
+        ip saddr 203.0.113.0/24 drop;
+        tcp dport 22 accept;
+        tcp dport 22 accept;
+    }
+}
+",
+    );
+    let o = fwc(&["check", "--format", "sarif", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let run = &log["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["id"] == "FW0101"
+        && r["shortDescription"]["text"] == "shadowed rule"
+        && r["defaultConfiguration"]["level"] == "warning"));
+    let results = run["results"].as_array().unwrap();
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| r["ruleId"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"FW0105") && ids.contains(&"FW0101") && ids.contains(&"FW0103"),
+        "{ids:?}"
+    );
+    let shadowed = results.iter().find(|r| r["ruleId"] == "FW0101").unwrap();
+    let region = &shadowed["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(
+        (region["startLine"].as_u64(), region["startColumn"].as_u64()),
+        (Some(6), Some(9))
+    );
+    assert_eq!(
+        shadowed["relatedLocations"][0]["physicalLocation"]["region"]["startLine"],
+        5
+    );
+    let idx = shadowed["ruleIndex"].as_u64().unwrap() as usize;
+    assert_eq!(rules[idx]["id"], "FW0101");
+    // an error, denied lints, and the validator's verdict on both logs
+    let bad = tmp(
+        "sarif-bad.fw",
+        "table filter { chain input { tcp dport $nope accept; } }\n",
+    );
+    let ob = fwc(&["check", "--format", "sarif", bad.to_str().unwrap()]);
+    assert_eq!(ob.status.code(), Some(1));
+    for (name, out) in [("warnings", &o.stdout), ("errors", &ob.stdout)] {
+        let path = std::env::temp_dir().join(format!("fwc-{}-{name}.sarif", std::process::id()));
+        std::fs::write(&path, out).unwrap();
+        let report = path.with_extension("validation.sarif");
+        let _ = std::fs::remove_file(&report);
+        let v = Command::new(sarif_multitool())
+            .arg("validate")
+            .arg(&path)
+            .arg("-o")
+            .arg(&report)
+            .output()
+            .expect("the SARIF Multitool runs");
+        let findings: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("a validation report")).unwrap();
+        let errors: Vec<_> = findings["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["level"].as_str().unwrap_or("warning") == "error")
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name}: {errors:#?}\n{}",
+            text(&v.stdout)
+        );
+    }
+}
+
+#[test]
+fn junit_report_is_xml_with_a_case_per_line() {
+    let f = tmp(
+        "junit.fw",
+        "table filter { chain input policy drop { tcp dport 22 accept; } }
+test \"ssh <& friends>\" {
+    input tcp 198.51.100.1:4000 -> 192.0.2.1:22 => accept;
+    input tcp 198.51.100.1:4000 -> 192.0.2.1:23 => accept;
+}
+assert \"no telnet\" {
+    never input accept tcp dport 23;
+    always input drop udp;
+}
+",
+    );
+    let o = fwc(&["test", "--format", "junit", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let xml = text(&o.stdout);
+    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"fwc test\" tests=\"4\" failures=\"1\""), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 4, "{xml}");
+    assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
+    assert!(
+        xml.contains("classname=\"test.ssh &lt;&amp; friends&gt;\""),
+        "{xml}"
+    );
+    assert!(xml.contains("classname=\"assert.no telnet\""), "{xml}");
+    assert!(
+        xml.contains("message=\"expected accept, got drop\""),
+        "{xml}"
+    );
+    // well-formed, as a CI server's parser reads it
+    let py = Command::new("python3")
+        .args(["-c", "import sys, xml.etree.ElementTree as E; print(len(E.fromstring(sys.stdin.read()).findall('.//testcase')))"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(xml.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("python3 runs");
+    assert!(py.status.success(), "{}", text(&py.stderr));
+    assert_eq!(text(&py.stdout).trim(), "4");
+    // other commands refuse the format
+    let o = fwc(&["check", "--format", "junit", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}
