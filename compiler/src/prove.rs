@@ -432,42 +432,76 @@ struct Prover<'p> {
     budget: usize,
 }
 
-/// Proves one assert line over `program`.
-pub fn prove(program: &Program, case: &AssertCase) -> Proof {
+/// The interface patterns that tell interfaces apart in these programs and predicates.
+fn patterns_of(programs: &[&Program], preds: &[Pred]) -> Vec<IfName> {
     let mut patterns: Vec<IfName> = Vec::new();
-    let mut add = |p: &Pred| {
-        if let Pred::Iface { names, .. } = p {
-            for n in names {
-                if !patterns.contains(n) {
-                    patterns.push(n.clone());
-                }
-            }
+    let mut add = |n: &IfName| {
+        if !patterns.contains(n) {
+            patterns.push(n.clone());
         }
     };
-    for r in program.chains.iter().flat_map(|c| &c.rules) {
-        r.preds.iter().for_each(&mut add);
-    }
-    case.preds.iter().for_each(&mut add);
-    for r in program.chains.iter().flat_map(|c| &c.rules) {
-        for s in &r.stmts {
-            if let Stmt::Vmap { arms, .. } = s {
-                for a in arms {
-                    if let VmapArmKey::Iface(n) = &a.key {
-                        if !patterns.contains(n) {
-                            patterns.push(n.clone());
+    let pred = |p: &Pred, add: &mut dyn FnMut(&IfName)| {
+        if let Pred::Iface { names, .. } = p {
+            names.iter().for_each(&mut *add);
+        }
+    };
+    for program in programs {
+        for r in program.chains.iter().flat_map(|c| &c.rules) {
+            r.preds.iter().for_each(|p| pred(p, &mut add));
+            for s in &r.stmts {
+                if let Stmt::Vmap { arms, .. } = s {
+                    for a in arms {
+                        if let VmapArmKey::Iface(n) = &a.key {
+                            add(n);
                         }
                     }
                 }
             }
         }
-    }
-    for i in &program.interfaces {
-        let n = IfName::parse(&i.name);
-        if !patterns.contains(&n) {
-            patterns.push(n);
+        for i in &program.interfaces {
+            add(&IfName::parse(&i.name));
         }
     }
-    let ifs = Ifaces::of(&patterns);
+    preds.iter().for_each(|p| pred(p, &mut add));
+    patterns
+}
+
+/// Every packet there is, in four parts: with a TCP, UDP or ICMP header (whose fields
+/// vary), or without a transport header (whose port, type and flag fields are 0, as
+/// parsing leaves them).
+fn universe(ifs: &Ifaces) -> Vec<Part> {
+    let full = |max: u32| IntervalSet::full(max);
+    let classes = ifs.reps.len() as u32 - 1;
+    let base = |proto: IntervalSet, l4: u32, sp: bool, icmp: bool, flags: bool| Part {
+        cube: [
+            full(u32::MAX),
+            full(u32::MAX),
+            proto,
+            if sp { full(65535) } else { one(0) },
+            if sp { full(65535) } else { one(0) },
+            if icmp { full(255) } else { one(0) },
+            if flags { full(63) } else { one(0) },
+            full(u32::MAX),
+            full(4),
+            full(classes),
+            full(classes),
+            one(l4),
+        ],
+        minus: Minus::default(),
+        now: [None; DIMS],
+        coins: vec![],
+    };
+    vec![
+        base(one(6), 1, true, false, true),
+        base(one(17), 1, true, false, false),
+        base(one(1), 1, false, true, false),
+        base(full(255), 0, false, false, false),
+    ]
+}
+
+/// Proves one assert line over `program`.
+pub fn prove(program: &Program, case: &AssertCase) -> Proof {
+    let ifs = Ifaces::of(&patterns_of(&[program], &case.preds));
     let want = match case.verdict {
         VerdictKw::Accept => Fate::Accept,
         VerdictKw::Drop => Fate::Drop,
@@ -486,34 +520,7 @@ pub fn prove(program: &Program, case: &AssertCase) -> Proof {
         parts: 0,
         budget: MAX_PARTS,
     };
-    // the packets there are: with a TCP, UDP or ICMP header (whose fields vary), or without
-    // a transport header (whose port, type and flag fields are 0, as parsing leaves them)
-    let full = |max: u32| IntervalSet::full(max);
-    let base = |proto: IntervalSet, l4: u32, sp: bool, icmp: bool, flags: bool| Part {
-        cube: [
-            full(u32::MAX),
-            full(u32::MAX),
-            proto,
-            if sp { full(65535) } else { one(0) },
-            if sp { full(65535) } else { one(0) },
-            if icmp { full(255) } else { one(0) },
-            if flags { full(63) } else { one(0) },
-            full(u32::MAX),
-            full(4),
-            full(pr.ifs.reps.len() as u32 - 1),
-            full(pr.ifs.reps.len() as u32 - 1),
-            one(l4),
-        ],
-        minus: Minus::default(),
-        now: [None; DIMS],
-        coins: vec![],
-    };
-    let starts = vec![
-        base(one(6), 1, true, false, true),
-        base(one(17), 1, true, false, false),
-        base(one(1), 1, false, true, false),
-        base(full(255), 0, false, false, false),
-    ];
+    let starts = universe(&pr.ifs);
     // the assert's region
     let mut parts = starts;
     for p in &case.preds {
@@ -526,56 +533,80 @@ pub fn prove(program: &Program, case: &AssertCase) -> Proof {
             .collect();
     }
     // explored depth first, in order, so the first violation found is the first packet's
-    let mut work: Vec<Item> = parts
-        .into_iter()
-        .rev()
-        .map(|part| {
-            Item::Go(
-                part,
-                Pos {
-                    hi: 0,
-                    ei: 0,
-                    at: None,
-                },
-            )
-        })
-        .collect();
-    while let Some(item) = work.pop() {
-        pr.parts += 1;
-        if pr.parts > MAX_PARTS {
-            return Proof::Unknown(format!(
-                "more than {MAX_PARTS} parts of the header space to follow: not proven"
-            ));
+    let found = pr.walk(parts, |pr, mut part, end| {
+        // a packet the interpreter stops on (NAT with no interface address) is one the
+        // datapath drops
+        let f = match &end {
+            End::Fate(f) => *f,
+            End::Error => Fate::Drop,
+        };
+        if same_verdict(&f, &pr.want) == pr.always {
+            return None;
         }
-        match item {
-            Item::Go(part, pos) => pr.step(part, pos, &mut work),
-            Item::Done(mut part, end) => {
-                // a packet the interpreter stops on (NAT with no interface address) is one
-                // the datapath drops
-                let f = match &end {
-                    End::Fate(f) => *f,
-                    End::Error => Fate::Drop,
-                };
-                if same_verdict(&f, &pr.want) == pr.always {
-                    continue;
-                }
-                // a violation, if the part holds a packet at all
-                match witness(&part.cube, &part.minus, &mut pr.budget) {
-                    Ok(Some(w)) => {
-                        part.cube = w;
-                        return pr.counterexample(part, &end);
-                    }
-                    Ok(None) => {}
-                    Err(()) => {
-                        return Proof::Unknown(format!(
-                            "more than {MAX_PARTS} steps to tell whether a part of the header space is empty: not proven"
-                        ))
+        // a violation, if the part holds a packet at all
+        match witness(&part.cube, &part.minus, &mut pr.budget) {
+            Ok(Some(w)) => {
+                part.cube = w;
+                Some(pr.counterexample(part, &end))
+            }
+            Ok(None) => None,
+            Err(()) => Some(Proof::Unknown(format!(
+                "more than {MAX_PARTS} steps to tell whether a part of the header space is empty: not proven"
+            ))),
+        }
+    });
+    match found {
+        Ok(Some(p)) => p,
+        Ok(None) => Proof::Holds { parts: pr.parts },
+        Err(e) => Proof::Unknown(format!("{e} to follow: not proven")),
+    }
+}
+
+impl Prover<'_> {
+    /// Follows the parts `starts` through the program, depth first and in order, handing
+    /// each part that ends to `visit`; stops at the first answer `visit` gives. `Err` past
+    /// the part budget.
+    fn walk<R>(
+        &mut self,
+        starts: Vec<Part>,
+        mut visit: impl FnMut(&mut Self, Part, End) -> Option<R>,
+    ) -> Result<Option<R>, String> {
+        let start = Pos {
+            hi: 0,
+            ei: 0,
+            at: None,
+        };
+        let mut work: Vec<Item> = starts
+            .into_iter()
+            .rev()
+            .map(|part| Item::Go(part, start.clone()))
+            .collect();
+        while let Some(item) = work.pop() {
+            self.parts += 1;
+            if self.parts > MAX_PARTS {
+                return Err(format!("more than {MAX_PARTS} parts of the header space"));
+            }
+            match item {
+                Item::Go(part, pos) => self.step(part, pos, &mut work),
+                Item::Done(part, end) => {
+                    if let Some(r) = visit(self, part, end) {
+                        return Ok(Some(r));
                     }
                 }
             }
         }
+        Ok(None)
     }
-    Proof::Holds { parts: pr.parts }
+
+    /// Every end of the parts `starts`, in order.
+    fn ends(&mut self, starts: Vec<Part>) -> Result<Vec<(Part, End)>, String> {
+        let mut out = Vec::new();
+        self.walk(starts, |_, part, end| {
+            out.push((part, end));
+            None::<()>
+        })?;
+        Ok(out)
+    }
 }
 
 /// Whether a fate is the verdict asked for (any reject kind, any queue number).
@@ -969,10 +1000,11 @@ impl Prover<'_> {
         out
     }
 
-    /// One packet of a violating part, replayed through the interpreter.
-    fn counterexample(&self, part: Part, end: &End) -> Proof {
+    /// A readable packet of a cube: familiar addresses and ports when the cube has them,
+    /// a protocol with a header, interfaces as the path has them.
+    fn pick_packet(&self, cube: &[IntervalSet; DIMS]) -> Packet {
         let pick = |d: usize, prefs: &[u32]| -> u32 {
-            let s = &part.cube[d];
+            let s = &cube[d];
             if let Some(&v) = prefs.iter().find(|&&v| contains(s, v)) {
                 return v;
             }
@@ -1016,7 +1048,7 @@ impl Prover<'_> {
             PathKind::Output => (true, false),
         };
         let ct_k = pick(CT, &[0]) as usize;
-        let packet = Packet {
+        Packet {
             proto,
             saddr: pick(SADDR, &[0xc000_0201, 0x0a00_0001]),
             daddr: pick(DADDR, &[0xc633_6401, 0x0a00_0002]),
@@ -1031,7 +1063,12 @@ impl Prover<'_> {
             ct: CT_BITS[ct_k],
             ttl: 64,
             l4,
-        };
+        }
+    }
+
+    /// One packet of a violating part, replayed through the interpreter.
+    fn counterexample(&self, part: Part, end: &End) -> Proof {
+        let packet = self.pick_packet(&part.cube);
         let mut replay = Replay {
             coins: part.coins.clone(),
             next: 0,
@@ -1125,4 +1162,291 @@ fn icmp_type_name(t: u8) -> Option<String> {
             .map(str::to_string)
             .unwrap_or_else(|| t.to_string()),
     )
+}
+
+// -------------------------------------------------------------------------------------
+// semantic diff
+
+/// A region of packets two programs treat differently.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub path: PathKind,
+    /// the region, written as matches (its box; earlier rules may take packets out of it)
+    pub region: String,
+    /// one packet of it, and how each program ends it
+    pub example: Packet,
+    pub old: interp::Outcome,
+    pub new: interp::Outcome,
+    /// the `statistic`/`limit` outcomes the difference needs, in each program
+    pub coins: (Coins, Coins),
+}
+
+/// How the `statistic`/`limit` matches on a packet's way went, in order.
+pub type Coins = Vec<(RuleId, bool)>;
+
+/// The dimensions a rewrite changes, compared between the programs' outcomes.
+const REWRITTEN: [usize; 5] = [SADDR, DADDR, SPORT, DPORT, MARK];
+
+/// The regions of packets whose fate or rewrite differs between `old` and `new`, on every
+/// path, at most `max` of them (in path order, then in the old program's rule order).
+pub fn diff(old: &Program, new: &Program, max: usize) -> Result<Vec<Change>, String> {
+    let ifs = Ifaces::of(&patterns_of(&[old, new], &[]));
+    let mut out = Vec::new();
+    for path in [PathKind::Input, PathKind::Forward, PathKind::Output] {
+        let mut a = Prover {
+            p: old,
+            ifs: ifs.clone(),
+            path,
+            always: false,
+            want: Fate::Accept,
+            parts: 0,
+            budget: MAX_PARTS,
+        };
+        let mut b = Prover {
+            p: new,
+            ..a.clone_for()
+        };
+        for (pa, ea) in a.ends(universe(&ifs))? {
+            // the old program's part, as original packets, through the new program
+            let start = Part {
+                cube: pa.cube.clone(),
+                minus: pa.minus.clone(),
+                now: [None; DIMS],
+                coins: vec![],
+            };
+            for (pb, eb) in b.ends(vec![start])? {
+                let fate = |e: &End| match e {
+                    End::Fate(f) => *f,
+                    End::Error => Fate::Drop,
+                };
+                let mut conds: Vec<Option<(usize, IntervalSet)>> = Vec::new();
+                if fate(&ea) != fate(&eb) {
+                    conds.push(None);
+                } else if fate(&ea) == Fate::Accept {
+                    // the same fate: a change in what the packet leaves as
+                    for d in REWRITTEN {
+                        match (pa.now[d], pb.now[d]) {
+                            (x, y) if x == y => {}
+                            (None, None) => {}
+                            (Some(_), Some(_)) => conds.push(None),
+                            (Some(c), None) | (None, Some(c)) => {
+                                let not_c = one(c).complement(u32::MAX);
+                                conds.push(Some((d, not_c)));
+                            }
+                        }
+                    }
+                }
+                for cond in conds {
+                    let mut cube = pb.cube.clone();
+                    if let Some((d, set)) = &cond {
+                        cube[*d] = cube[*d].intersect(set);
+                    }
+                    let w = match witness(&cube, &pb.minus, &mut b.budget) {
+                        Ok(Some(w)) => w,
+                        Ok(None) => continue,
+                        Err(()) => {
+                            return Err(format!(
+                                "more than {MAX_PARTS} steps to tell whether a region is empty"
+                            ))
+                        }
+                    };
+                    let example = b.packet_in(&w);
+                    let run = |p: &Program, coins: &[(RuleId, bool)]| {
+                        let mut r = Replay {
+                            coins: coins.to_vec(),
+                            next: 0,
+                        };
+                        interp::run(p, path, &example, &mut r)
+                    };
+                    let (ro, rn) = (run(old, &pa.coins), run(new, &pb.coins));
+                    let outcome = |r: Result<interp::Outcome, interp::InterpError>| {
+                        r.unwrap_or_else(|e| interp::Outcome {
+                            fate: Fate::Drop,
+                            packet: example.clone(),
+                            trace: vec![interp::TraceStep {
+                                hook: path.hooks()[0],
+                                table: Table::Nat,
+                                chain: ChainId(0),
+                                rule: None,
+                                action: format!("error: {e}"),
+                            }],
+                            deciding_rule: None,
+                        })
+                    };
+                    let (ro, rn) = (outcome(ro), outcome(rn));
+                    let leaves = |o: &interp::Outcome| {
+                        let p = &o.packet;
+                        (o.fate, p.saddr, p.daddr, p.sport, p.dport, p.mark)
+                    };
+                    if leaves(&ro) == leaves(&rn) {
+                        return Err(format!(
+                            "internal error: the example {example} of a change is treated alike by both programs"
+                        ));
+                    }
+                    out.push(Change {
+                        path,
+                        region: describe(&pb.cube, &pb.minus, &ifs),
+                        example,
+                        old: ro,
+                        new: rn,
+                        coins: (pa.coins.clone(), pb.coins.clone()),
+                    });
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Prover<'_> {
+    /// A prover over the same space and path, for another program.
+    fn clone_for(&self) -> Prover<'_> {
+        Prover {
+            p: self.p,
+            ifs: self.ifs.clone(),
+            path: self.path,
+            always: self.always,
+            want: self.want,
+            parts: 0,
+            budget: MAX_PARTS,
+        }
+    }
+
+    /// One readable packet of a cube (as a counterexample picks it).
+    fn packet_in(&self, cube: &[IntervalSet; DIMS]) -> Packet {
+        self.pick_packet(cube)
+    }
+}
+
+/// A cube as matches: the dimensions it constrains, in fw syntax. A box taken out of it
+/// that cuts it in one dimension only is taken out of that dimension exactly; any other
+/// is mentioned.
+fn describe(cube: &[IntervalSet; DIMS], minus: &Minus, ifs: &Ifaces) -> String {
+    let mut cube = cube.clone();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for b in minus.iter() {
+            if !meets(b, &cube) {
+                continue;
+            }
+            let cuts: Vec<(usize, IntervalSet)> = b
+                .iter()
+                .filter(|(d, s)| !cube[*d].is_subset(s))
+                .cloned()
+                .collect();
+            if let [(d, s)] = cuts.as_slice() {
+                let left = cube[*d].intersect(&s.complement(u32::MAX));
+                if !left.is_empty() {
+                    cube[*d] = left;
+                    changed = true;
+                }
+            }
+        }
+    }
+    let cube = &cube;
+    let full = |d: usize, max: u32| cube[d].0 == [(0, max)];
+    let addr = |s: &IntervalSet| {
+        let one = |&(lo, hi): &(u32, u32)| {
+            let a = std::net::Ipv4Addr::from;
+            let span = u64::from(hi) - u64::from(lo) + 1;
+            if lo == hi {
+                a(lo).to_string()
+            } else if span.is_power_of_two() && u64::from(lo) % span == 0 {
+                format!("{}/{}", a(lo), 32 - span.trailing_zeros())
+            } else {
+                format!("{}-{}", a(lo), a(hi))
+            }
+        };
+        list(s.0.iter().map(one).collect())
+    };
+    let num = |s: &IntervalSet| {
+        list(
+            s.0.iter()
+                .map(|&(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect(),
+        )
+    };
+    let mut m: Vec<String> = Vec::new();
+    let proto = match cube[PROTO].0.as_slice() {
+        [(6, 6)] => Some("tcp"),
+        [(17, 17)] => Some("udp"),
+        [(1, 1)] => Some("icmp"),
+        _ => None,
+    };
+    match proto {
+        Some(p) => m.push(p.to_string()),
+        None if !full(PROTO, 255) => m.push(format!("ip protocol {}", num(&cube[PROTO]))),
+        None => {}
+    }
+    if cube[L4].0 == [(0, 0)] {
+        m.push("(no transport header)".into());
+    }
+    for (d, name) in [(SADDR, "ip saddr"), (DADDR, "ip daddr")] {
+        if !full(d, u32::MAX) {
+            m.push(format!("{name} {}", addr(&cube[d])));
+        }
+    }
+    if let Some(p @ ("tcp" | "udp")) = proto {
+        for (d, name) in [(SPORT, "sport"), (DPORT, "dport")] {
+            if !full(d, 65535) {
+                m.push(format!("{p} {name} {}", num(&cube[d])));
+            }
+        }
+    }
+    if proto == Some("icmp") && !full(ICMP, 255) {
+        m.push(format!("icmp type {}", num(&cube[ICMP])));
+    }
+    if !full(MARK, u32::MAX) {
+        m.push(format!("mark {}", num(&cube[MARK])));
+    }
+    if !full(CT, 4) {
+        let states: Vec<&str> = (0..5u32)
+            .filter(|&k| contains(&cube[CT], k))
+            .flat_map(|k| ct::names(CT_BITS[k as usize]))
+            .collect();
+        m.push(format!("ct state {}", states.join(",")));
+    }
+    let classes = ifs.reps.len() as u32 - 1;
+    for (d, name) in [(IIF, "iif"), (OIF, "oif")] {
+        if !full(d, classes) {
+            let names: Vec<String> = (0..=classes)
+                .filter(|&c| contains(&cube[d], c))
+                .map(|c| {
+                    ifs.reps[c as usize]
+                        .clone()
+                        .unwrap_or_else(|| "(none)".into())
+                })
+                .collect();
+            m.push(format!("{name} {}", list(names)));
+        }
+    }
+    let mut s = if m.is_empty() {
+        "every packet".to_string()
+    } else {
+        m.join(" ")
+    };
+    if minus.iter().any(|b| meets(b, cube) && !holds(b, cube)) {
+        s.push_str(", less what earlier rules take");
+    }
+    s
+}
+
+/// One value as itself, several as a set (the first six, then `...`).
+fn list(v: Vec<String>) -> String {
+    match v.len() {
+        1 => v.into_iter().next().unwrap_or_default(),
+        n if n > 6 => format!("{{ {}, ... }}", v[..6].join(", ")),
+        _ => format!("{{ {} }}", v.join(", ")),
+    }
 }

@@ -143,6 +143,16 @@ enum Cmd {
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The packets whose verdict or rewrite changes between two programs (exit 1 if any)
+    Diff {
+        /// The program as it was
+        old: PathBuf,
+        /// The program as it is to be
+        new: PathBuf,
+        /// Most changes to report
+        #[arg(long, default_value_t = 20)]
+        max: usize,
+    },
     /// Ask a running datapath for its connections, as the `conntrack` tool does
     Conntrack {
         /// List the connections (the default)
@@ -436,6 +446,7 @@ fn real_main() -> ExitCode {
                 ),
             }
         }
+        Cmd::Diff { old, new, max } => cmd_diff(&out, &old, &new, max),
         Cmd::Conntrack {
             list: _,
             count,
@@ -931,6 +942,94 @@ fn junit(file: &Path, cases: &[Case]) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// `fwc diff OLD NEW`: every region of packets the two programs treat differently (fate, or
+/// the addresses, ports and mark a packet leaves with), with one example packet each.
+fn cmd_diff(out: &Out, old: &Path, new: &Path, max: usize) -> ExitCode {
+    let mut programs = Vec::new();
+    for f in [old, new] {
+        let c = match compile(out, f) {
+            Ok(c) => c,
+            Err(code) => return code,
+        };
+        let Some(checked) = checked_or_exit(&c) else {
+            out.error(&format!("cannot compare: `{}` has errors", f.display()));
+            return ExitCode::from(2);
+        };
+        programs.push(checked.program.clone());
+    }
+    let changes = match fwc_compiler::prove::diff(&programs[0], &programs[1], max) {
+        Ok(c) => c,
+        Err(e) => {
+            out.error(&format!("the programs could not be compared: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    let side = |p: &fwc_compiler::ir::Program, o: &fwc_compiler::interp::Outcome| {
+        let by = o
+            .deciding_rule
+            .map(|r| p.rule_location(r))
+            .unwrap_or_else(|| "a policy, or no rule".into());
+        let pk = &o.packet;
+        let a = |x: u32| std::net::Ipv4Addr::from(x);
+        let leaves = if o.fate == fwc_compiler::interp::Fate::Accept {
+            format!(
+                " as {}:{} -> {}:{}{}",
+                a(pk.saddr),
+                pk.sport,
+                a(pk.daddr),
+                pk.dport,
+                if pk.mark != 0 {
+                    format!(" mark {:#x}", pk.mark)
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            String::new()
+        };
+        (o.fate.name(), leaves, by)
+    };
+    let mut w = String::new();
+    for c in &changes {
+        let (of, oa, ob) = side(&programs[0], &c.old);
+        let (nf, na, nb) = side(&programs[1], &c.new);
+        let example = fwc_compiler::prove::test_line(c.path, &c.example, &c.old.fate)
+            .map(|t| t.split(" =>").next().unwrap_or("").to_string())
+            .unwrap_or_else(|| format!("{} {} (no transport header)", c.path.name(), c.example));
+        if out.format == Format::Json {
+            w.push_str(&format!(
+                "{}\n",
+                serde_json::json!({
+                    "path": c.path.name(),
+                    "region": c.region,
+                    "example": example,
+                    "old": {"fate": of, "leaves": oa.trim(), "by": ob},
+                    "new": {"fate": nf, "leaves": na.trim(), "by": nb},
+                })
+            ));
+        } else {
+            w.push_str(&format!(
+                "{} {}: {of}{oa} -> {nf}{na}\n    e.g. {example}\n    old: {of} by {ob}\n    new: {nf} by {nb}\n",
+                c.path.name(),
+                c.region
+            ));
+        }
+    }
+    if out.format != Format::Json {
+        w.push_str(&match changes.len() {
+            0 => "no packet changes fate or rewrite\n".to_string(),
+            n if n >= max => format!("{n} changes (the first {max}: --max for more)\n"),
+            n => format!("{n} change{}\n", if n == 1 { "" } else { "s" }),
+        });
+    }
+    let _ = std::io::stdout().write_all(w.as_bytes());
+    if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn cmd_explain(out: &Out, file: &Path, query: &str) -> ExitCode {

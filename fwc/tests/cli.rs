@@ -642,3 +642,46 @@ assert \"no telnet\" {
     let o = fwc(&["check", "--format", "junit", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn diff_reports_changed_regions_and_exits_1() {
+    let old = tmp(
+        "d_old.fw",
+        "table filter { chain input policy drop { tcp dport 80 accept; } }\n",
+    );
+    let new = tmp(
+        "d_new.fw",
+        "table filter { chain input policy drop { tcp dport { 80, 443 } accept; } }\n",
+    );
+    let (o, n) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let r = fwc(&["diff", o, n]);
+    let out = text(&r.stdout);
+    assert_eq!(r.status.code(), Some(1), "{out}");
+    assert!(out.starts_with("input tcp tcp dport 443"), "{out}");
+    assert!(out.contains(": drop -> accept as "), "{out}");
+    assert!(
+        out.contains("    e.g. input tcp 192.0.2.1:40000 -> 198.51.100.1:443"),
+        "{out}"
+    );
+    assert!(out.ends_with("1 change\n"), "{out}");
+    let r = fwc(&["diff", o, o]);
+    assert_eq!(r.status.code(), Some(0));
+    assert_eq!(text(&r.stdout), "no packet changes fate or rewrite\n");
+    let r = fwc(&["diff", "--format", "json", o, n]);
+    let line: serde_json::Value =
+        serde_json::from_str(text(&r.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(line["path"], "input");
+    assert_eq!(
+        (line["old"]["fate"].as_str(), line["new"]["fate"].as_str()),
+        (Some("drop"), Some("accept"))
+    );
+    // a program with errors cannot be compared
+    let bad = tmp(
+        "d_bad.fw",
+        "table filter { chain input { tcp dport $x accept; } }\n",
+    );
+    assert_eq!(
+        fwc(&["diff", o, bad.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
+}
