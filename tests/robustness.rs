@@ -133,6 +133,15 @@ fn compile(text: &str) {
         let _ = fwc_compiler::diag::render_human(d, &c.loaded.sm, false);
         let _ = fwc_compiler::diag::render_json(d, &c.loaded.sm);
     }
+    let _ = fwc_compiler::diag::render_sarif(&c.diags, &c.loaded.sm, "0");
+    // `fwc fmt` neither panics nor changes its own output
+    if let Ok(f) = fwc_compiler::fmt::format(text) {
+        assert_eq!(
+            fwc_compiler::fmt::format(&f).as_deref(),
+            Ok(f.as_str()),
+            "{text:?}"
+        );
+    }
 }
 
 proptest! {

@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod artefact;
 pub mod check;
 pub mod diag;
+pub mod fmt;
 pub mod gen;
 pub mod interp;
 pub mod ir;

@@ -143,6 +143,15 @@ enum Cmd {
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Format programs in the one canonical layout (comments kept), in place
+    Fmt {
+        /// Only report the files that would change (exit 1 if any), writing nothing
+        #[arg(long)]
+        check: bool,
+        /// The files
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// The packets whose verdict or rewrite changes between two programs (exit 1 if any)
     Diff {
         /// The program as it was
@@ -447,6 +456,7 @@ fn real_main() -> ExitCode {
             }
         }
         Cmd::Diff { old, new, max } => cmd_diff(&out, &old, &new, max),
+        Cmd::Fmt { check, files } => cmd_fmt(&out, check, &files),
         Cmd::Conntrack {
             list: _,
             count,
@@ -942,6 +952,52 @@ fn junit(file: &Path, cases: &[Case]) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+/// `fwc fmt [--check] FILE...`: the canonical layout, written back (or, with `--check`,
+/// the files that would change, listed, with exit status 1).
+fn cmd_fmt(out: &Out, check: bool, files: &[PathBuf]) -> ExitCode {
+    let mut changed = 0;
+    let mut failed = false;
+    for f in files {
+        let src = match std::fs::read_to_string(f) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error(&format!("cannot read `{}`: {e}", f.display()));
+                return ExitCode::from(2);
+            }
+        };
+        let formatted = match fwc_compiler::fmt::format(&src) {
+            Ok(t) => t,
+            Err(e) => {
+                // the syntax errors, as `fwc check` gives them
+                let loaded = fwc_compiler::loader::load_text(
+                    f,
+                    src.clone(),
+                    &fwc_compiler::loader::DiskFiles,
+                );
+                out.diags(&loaded.diags, &loaded.sm);
+                out.error(&format!("`{}` not formatted: {e}", f.display()));
+                failed = true;
+                continue;
+            }
+        };
+        if formatted == src {
+            continue;
+        }
+        changed += 1;
+        if check {
+            println!("would reformat {}", f.display());
+        } else if let Err(e) = std::fs::write(f, &formatted) {
+            out.error(&format!("cannot write `{}`: {e}", f.display()));
+            return ExitCode::from(2);
+        }
+    }
+    if failed || (check && changed > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `fwc diff OLD NEW`: every region of packets the two programs treat differently (fate, or

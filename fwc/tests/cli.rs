@@ -685,3 +685,37 @@ fn diff_reports_changed_regions_and_exits_1() {
         Some(2)
     );
 }
+
+#[test]
+fn fmt_rewrites_in_place_and_check_reports() {
+    let messy = "table filter{chain input policy drop{tcp dport {22,80}   accept;# web\n}}\n";
+    let f = tmp("messy.fw", messy);
+    let p = f.to_str().unwrap();
+    let o = fwc(&["fmt", "--check", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stdout), format!("would reformat {p}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        messy,
+        "--check writes nothing"
+    );
+    assert_eq!(fwc(&["fmt", p]).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&f).unwrap(),
+        "table filter {\n    chain input policy drop {\n        tcp dport { 22, 80 } accept;  # web\n    }\n}\n"
+    );
+    assert_eq!(fwc(&["fmt", "--check", p]).status.code(), Some(0));
+    // a file that does not parse: its syntax errors, and it stays as it was
+    let broken = tmp(
+        "broken.fw",
+        "table filter { chain input { tcp dport 22 accept }\n",
+    );
+    let o = fwc(&["fmt", broken.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("FW0"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("not formatted"));
+    assert_eq!(
+        std::fs::read_to_string(&broken).unwrap(),
+        "table filter { chain input { tcp dport 22 accept }\n"
+    );
+}
