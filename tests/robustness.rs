@@ -5,84 +5,17 @@ use fwc_compiler::loader::MemFiles;
 use fwc_tests::root;
 use proptest::prelude::*;
 
+/// Words besides the keywords (`fwc_grammar::lexer::KEYWORDS`): names, punctuation,
+/// literals good and bad.
 const VOCAB: &[&str] = &[
-    "table",
     "filter",
     "nat",
     "raw",
     "mangle",
-    "chain",
-    "input",
-    "forward",
-    "output",
-    "prerouting",
-    "postrouting",
-    "policy",
-    "accept",
-    "drop",
-    "reject",
-    "with",
     "tcp-reset",
-    "icmp",
-    "tcp",
-    "udp",
-    "ip",
-    "ip6",
-    "saddr",
-    "daddr",
-    "protocol",
-    "sport",
-    "dport",
-    "flags",
-    "type",
     "echo-request",
-    "ct",
-    "state",
     "new",
     "established",
-    "mark",
-    "set",
-    "statistic",
-    "probability",
-    "limit",
-    "burst",
-    "vmap",
-    "jump",
-    "goto",
-    "return",
-    "queue",
-    "num",
-    "bypass",
-    "counter",
-    "log",
-    "level",
-    "prefix",
-    "audit",
-    "ttl",
-    "notrack",
-    "snat",
-    "dnat",
-    "masquerade",
-    "redirect",
-    "to",
-    "random",
-    "persistent",
-    "define",
-    "include",
-    "service",
-    "virtual",
-    "scheduler",
-    "real",
-    "weight",
-    "test",
-    "assert",
-    "never",
-    "always",
-    "as",
-    "interface",
-    "address",
-    "iif",
-    "oif",
     "lo",
     "eth0",
     "eth*",
@@ -122,7 +55,12 @@ const VOCAB: &[&str] = &[
 ];
 
 fn soup() -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(VOCAB), 0..60).prop_map(|v| v.join(" "))
+    let vocab: Vec<&'static str> = fwc_grammar::lexer::KEYWORDS
+        .iter()
+        .chain(VOCAB)
+        .copied()
+        .collect();
+    prop::collection::vec(prop::sample::select(vocab), 0..60).prop_map(|v| v.join(" "))
 }
 
 fn compile(text: &str) {

@@ -2549,6 +2549,25 @@ fn new_checker(loaded: &Loaded) -> Checker<'_> {
     }
 }
 
+/// Each define's type and value as the checker infers them, by name (for editors' hovers;
+/// a define with errors has none).
+pub fn define_types(loaded: &Loaded) -> HashMap<String, (String, Option<String>)> {
+    let mut ck = new_checker(loaded);
+    ck.collect(&loaded.files);
+    let names: Vec<(String, Span)> = ck
+        .defines
+        .values()
+        .map(|d| (d.name.name.clone(), d.name.span))
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|(n, sp)| {
+            let tv = ck.define_value(&n, sp).flatten()?;
+            Some((n, (tv.ty.to_string(), tv.val.map(|v| v.to_string()))))
+        })
+        .collect()
+}
+
 /// Checks the loaded program; lowers it when there is no error.
 pub fn check(loaded: &Loaded) -> (Option<Checked>, Vec<Diagnostic>) {
     let mut ck = new_checker(loaded);

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 the program has errors (or a test failed, or warnings were
 //! denied); 2 the invocation was wrong or an input could not be read.
 
+mod lsp;
 use clap::{Parser, Subcommand, ValueEnum};
 use fwc_compiler::check::Checked;
 use fwc_compiler::diag::{self, Diagnostic, Severity};
@@ -143,6 +144,8 @@ enum Cmd {
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// A language server over standard input and output, for editors
+    Lsp,
     /// Format programs in the one canonical layout (comments kept), in place
     Fmt {
         /// Only report the files that would change (exit 1 if any), writing nothing
@@ -457,6 +460,13 @@ fn real_main() -> ExitCode {
         }
         Cmd::Diff { old, new, max } => cmd_diff(&out, &old, &new, max),
         Cmd::Fmt { check, files } => cmd_fmt(&out, check, &files),
+        Cmd::Lsp => match lsp::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                out.error(&format!("lsp: {e}"));
+                ExitCode::from(1)
+            }
+        },
         Cmd::Conntrack {
             list: _,
             count,

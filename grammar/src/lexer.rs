@@ -77,6 +77,79 @@ fn string<'a>(lex: &mut logos::Lexer<'a, Tok<'a>>) -> String {
     out
 }
 
+/// The language's keywords (every word the lexer makes a token of its own).
+pub const KEYWORDS: &[&str] = &[
+    "include",
+    "define",
+    "chain",
+    "table",
+    "service",
+    "interface",
+    "test",
+    "assert",
+    "policy",
+    "prerouting",
+    "input",
+    "forward",
+    "output",
+    "postrouting",
+    "iif",
+    "oif",
+    "ip",
+    "ip6",
+    "saddr",
+    "daddr",
+    "protocol",
+    "tcp",
+    "udp",
+    "icmp",
+    "sport",
+    "dport",
+    "flags",
+    "type",
+    "ct",
+    "state",
+    "mark",
+    "statistic",
+    "probability",
+    "limit",
+    "burst",
+    "vmap",
+    "accept",
+    "drop",
+    "reject",
+    "with",
+    "return",
+    "jump",
+    "goto",
+    "queue",
+    "num",
+    "bypass",
+    "counter",
+    "log",
+    "level",
+    "prefix",
+    "audit",
+    "set",
+    "ttl",
+    "notrack",
+    "snat",
+    "dnat",
+    "masquerade",
+    "redirect",
+    "to",
+    "random",
+    "persistent",
+    "virtual",
+    "scheduler",
+    "real",
+    "weight",
+    "never",
+    "always",
+    "as",
+    "address",
+];
+
 #[derive(Logos, Debug, Clone, PartialEq)]
 #[logos(error = LexError)]
 #[logos(skip r"[ \t\r\n\f]+")]
@@ -512,5 +585,15 @@ mod tests {
     #[test]
     fn ipv6_is_a_token_of_its_own() {
         assert_eq!(toks("fe80::1"), vec![Tok::Ipv6("fe80::1")]);
+    }
+
+    #[test]
+    fn every_keyword_is_a_token_of_its_own() {
+        for k in KEYWORDS {
+            let toks: Vec<_> = Lexer::new(k).collect();
+            assert_eq!(toks.len(), 1, "{k}");
+            let (_, t, _) = toks[0].as_ref().unwrap();
+            assert_eq!(t.spelling(), Some(*k), "{k}");
+        }
     }
 }
