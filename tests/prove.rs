@@ -484,6 +484,30 @@ fn random_programs_proofs_hold_on_sampled_packets_and_counterexamples_replay() {
             continue;
         }
         let ch = c.checked.unwrap();
+        // rules shadowed by several earlier ones never match a sampled packet
+        let never: Vec<fwc_compiler::ir::RuleId> =
+            fwc_compiler::prove::shadowed_by_several(&ch.program, u64::MAX)
+                .into_iter()
+                .map(|(c, r, _)| ch.program.chains[c].rules[r].id)
+                .collect();
+        if !never.is_empty() {
+            for _ in 0..100 {
+                let pkt = a_packet(&mut r);
+                for path in [PathKind::Input, PathKind::Forward, PathKind::Output] {
+                    for (_, o) in interp::run_all_outcomes(&ch.program, path, &pkt, 8)
+                        .into_iter()
+                        .flatten()
+                    {
+                        assert!(
+                            !o.trace
+                                .iter()
+                                .any(|t| t.rule.is_some_and(|id| never.contains(&id))),
+                            "a rule reported shadowed matched {pkt}\n{src}"
+                        );
+                    }
+                }
+            }
+        }
         let cases: Vec<&AssertCase> = ch.asserts.iter().flat_map(|a| &a.lines).collect();
         for (k, case) in cases.iter().enumerate() {
             let rc = fwc_compiler::compile_source("region.fw", &regions[k], &MemFiles::default());

@@ -495,8 +495,34 @@ pub fn dead_rules(c: &Chain) -> Vec<Dead> {
         if ends_chain(r) && !rb.stateful && !rb.empty {
             index.insert(i, rb);
         }
+        // a rule that may change the packet (its mark, its conntrack state, its addresses)
+        // or hand it to another chain: what an earlier rule decided says nothing about the
+        // rules after it
+        if rewrites(r) {
+            index = Index::default();
+        }
     }
     out
+}
+
+/// Whether a rule may change what later rules match: `mark set`, `notrack`, NAT, or a
+/// jump or goto (the subchain may).
+pub fn rewrites(r: &Rule) -> bool {
+    fn one(s: &Stmt) -> bool {
+        match s {
+            Stmt::MarkSet(_)
+            | Stmt::Notrack
+            | Stmt::Snat(_)
+            | Stmt::Dnat(_)
+            | Stmt::Masquerade(_)
+            | Stmt::Redirect(_)
+            | Stmt::Jump(_)
+            | Stmt::Goto(_) => true,
+            Stmt::Vmap { arms, .. } => arms.iter().any(|a| one(&a.verdict)),
+            _ => false,
+        }
+    }
+    r.stmts.iter().any(one)
 }
 
 /// A rule whose removal changes no packet's fate or headers: it only accepts (or drops, or
@@ -641,9 +667,41 @@ pub fn rule_warnings(p: &Program) -> Vec<Diagnostic> {
     out
 }
 
+/// FW0101 for rules that several earlier rules shadow together (the prover's emptiness
+/// check), naming them.
+pub fn union_shadowing(p: &Program) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (ci, ri, by) in crate::prove::shadowed_by_several(p, OVERLAP_PAIRS) {
+        let c = &p.chains[ci];
+        let r = &c.rules[ri];
+        let mut d = Diagnostic::warning("FW0101", "rule is shadowed by earlier rules").primary(
+            span_of(p.rule_locs[r.id.0 as usize]),
+            "this rule never matches",
+        );
+        for j in by.iter().take(8) {
+            let e = &c.rules[*j];
+            d = d.secondary(
+                span_of(p.rule_locs[e.id.0 as usize]),
+                format!(
+                    "decides some of its packets first (`{}`)",
+                    verdict_word(p, e)
+                ),
+            );
+        }
+        if by.len() > 8 {
+            d = d.note(format!("and {} more earlier rules", by.len() - 8));
+        }
+        out.push(
+            d.note("together these rules decide every packet it would match; no one of them alone does")
+                .help("remove it, or move it above the rules that cover it"),
+        );
+    }
+    out
+}
+
 /// Most pairs of rules compared for FW0103 in one chain: a chain that needs more is
 /// reported as not analysed (a note), never silently skipped.
-pub const OVERLAP_PAIRS: u64 = 200_000_000;
+pub const OVERLAP_PAIRS: u64 = 50_000_000;
 
 /// Lints over the base chains and their rules: FW0103 (a rule overlapping an earlier one
 /// with another verdict, a note), FW0104 (a filter input/forward chain that accepts every

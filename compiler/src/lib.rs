@@ -61,7 +61,15 @@ pub fn compile_loaded(mut loaded: Loaded) -> Compilation {
             );
         }
         diags.extend(analysis::rule_warnings(&c.program));
-        diags.extend(analysis::chain_lints(&c.program));
+        let several = analysis::union_shadowing(&c.program);
+        // a rule no packet reaches is not also redundant, nor does its order matter
+        let dead: Vec<_> = several.iter().filter_map(|d| d.primary_span()).collect();
+        diags
+            .retain(|d| d.code != "FW0102" || !d.primary_span().is_some_and(|s| dead.contains(&s)));
+        diags.extend(several);
+        diags.extend(analysis::chain_lints(&c.program).into_iter().filter(|d| {
+            d.code != "FW0103" || !d.primary_span().is_some_and(|s| dead.contains(&s))
+        }));
     }
     diag::apply_allow_comments(&mut diags, &loaded.sm);
     diag::sort(&mut diags);

@@ -1450,3 +1450,84 @@ fn list(v: Vec<String>) -> String {
         _ => format!("{{ {} }}", v.join(", ")),
     }
 }
+
+// -------------------------------------------------------------------------------------
+// shadowing by several rules
+
+/// The rules that no packet reaches because earlier rules of their chain, together, decide
+/// every packet they would match (and no single earlier rule does: that is
+/// `analysis::dead_rules`' case): (chain, rule index, the earlier rules that meet it). Only
+/// rules without `statistic` or `limit`, with no rewrite between shadowers and shadowed,
+/// met by 2 to 64 earlier rules, each decided within 2,000 splits; at most `max_pairs`
+/// rule pairs per chain are compared. What is reported is certain; what is not may still be.
+pub fn shadowed_by_several(p: &Program, max_pairs: u64) -> Vec<(usize, usize, Vec<usize>)> {
+    let ifs = Ifaces::of(&patterns_of(&[p], &[]));
+    let starts = universe(&ifs);
+    let mut out = Vec::new();
+    for (ci, c) in p.chains.iter().enumerate() {
+        let mut earlier: Vec<(usize, Box_)> = Vec::new();
+        let mut pairs = 0u64;
+        for (ri, r) in c.rules.iter().enumerate() {
+            let cons: Option<Vec<(usize, IntervalSet)>> = r
+                .preds
+                .iter()
+                .map(|p| pred_cons(p, &ifs))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat());
+            if let Some(cons) = &cons {
+                let cubes: Vec<[IntervalSet; DIMS]> = starts
+                    .iter()
+                    .filter_map(|u| {
+                        let mut cube = u.cube.clone();
+                        for (d, set) in cons {
+                            cube[*d] = cube[*d].intersect(set);
+                        }
+                        (!cube.iter().any(IntervalSet::is_empty)).then_some(cube)
+                    })
+                    .collect();
+                pairs += earlier.len() as u64;
+                if pairs > max_pairs {
+                    break;
+                }
+                let meeting: Vec<&(usize, Box_)> = earlier
+                    .iter()
+                    .filter(|(_, b)| cubes.iter().any(|c| meets(b, c)))
+                    .collect();
+                // covered by two to 64 earlier rules, decided within 2,000 splits (beyond,
+                // nothing is said)
+                let mut budget = 2_000usize;
+                if (2..=64).contains(&meeting.len()) && !cubes.is_empty() {
+                    let mut minus = Minus::default();
+                    for (_, b) in &meeting {
+                        minus = minus.push(b.clone());
+                    }
+                    let covered = cubes
+                        .iter()
+                        .all(|c| matches!(witness(c, &minus, &mut budget), Ok(None)));
+                    let single = meeting
+                        .iter()
+                        .any(|(_, b)| cubes.iter().all(|c| holds(b, c)));
+                    if covered && !single {
+                        out.push((ci, ri, meeting.iter().map(|(j, _)| *j).collect()));
+                    }
+                }
+                let ends = r.stmts.last().is_some_and(|s| s.is_terminal())
+                    && !matches!(r.stmts.last(), Some(Stmt::Jump(_) | Stmt::Goto(_)));
+                if ends {
+                    let mut b: Box_ = Vec::new();
+                    for (d, set) in cons {
+                        match b.iter_mut().find(|(e, _)| e == d) {
+                            Some((_, s)) => *s = s.intersect(set),
+                            None => b.push((*d, set.clone())),
+                        }
+                    }
+                    earlier.push((ri, b));
+                }
+            }
+            if crate::analysis::rewrites(r) {
+                earlier.clear();
+            }
+        }
+    }
+    out
+}
