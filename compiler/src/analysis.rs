@@ -346,7 +346,7 @@ fn verdict_word(p: &Program, r: &Rule) -> String {
         .unwrap_or_default()
 }
 
-fn ends_chain(r: &Rule) -> bool {
+pub fn ends_chain(r: &Rule) -> bool {
     r.stmts.last().map(|s| s.is_terminal()).unwrap_or(false)
 }
 
@@ -496,9 +496,9 @@ pub fn dead_rules(c: &Chain) -> Vec<Dead> {
             index.insert(i, rb);
         }
         // a rule that may change the packet (its mark, its conntrack state, its addresses)
-        // or hand it to another chain: what an earlier rule decided says nothing about the
-        // rules after it
-        if rewrites(r) {
+        // or hand it to another chain and come back: what an earlier rule decided says
+        // nothing about the rules after it (a rule that ends the chain sends none on)
+        if rewrites(r) && !ends_chain(r) {
             index = Index::default();
         }
     }

@@ -1511,9 +1511,7 @@ pub fn shadowed_by_several(p: &Program, max_pairs: u64) -> Vec<(usize, usize, Ve
                         out.push((ci, ri, meeting.iter().map(|(j, _)| *j).collect()));
                     }
                 }
-                let ends = r.stmts.last().is_some_and(|s| s.is_terminal())
-                    && !matches!(r.stmts.last(), Some(Stmt::Jump(_) | Stmt::Goto(_)));
-                if ends {
+                if crate::analysis::ends_chain(r) {
                     let mut b: Box_ = Vec::new();
                     for (d, set) in cons {
                         match b.iter_mut().find(|(e, _)| e == d) {
@@ -1524,7 +1522,7 @@ pub fn shadowed_by_several(p: &Program, max_pairs: u64) -> Vec<(usize, usize, Ve
                     earlier.push((ri, b));
                 }
             }
-            if crate::analysis::rewrites(r) {
+            if crate::analysis::rewrites(r) && !crate::analysis::ends_chain(r) {
                 earlier.clear();
             }
         }

@@ -422,31 +422,22 @@ impl PacketHooks<'_> {
         ipvs.conns.sweep(self.now, false, &mut ipvs.changes);
         let conn = ipvs.conns.touch(key, self.now, flags, &mut ipvs.changes);
         ipvs.apply_changes();
-        let action = |ipvs: &IpvsState, binding: u32| {
-            let (p, v, vp, rip, rport) = ipvs.bindings[binding as usize];
-            let forward = ipvs
-                .services
-                .iter()
-                .find(|s| (s.proto, s.vip, s.port) == (p, v, vp))
-                .and_then(|s| s.dests.iter().find(|d| (d.addr, d.port) == (rip, rport)))
-                .map(|d| d.forward);
-            IpvsAction {
-                binding,
-                // a server gone from the service by a reload: its connections go on as
-                // they were made
-                forward: forward.unwrap_or(ipvs::Forward::Dr),
-                real: rip,
-            }
-        };
+        // the real server of a binding
+        let real = |ipvs: &IpvsState, b: u32| ipvs.bindings[b as usize].3;
         if let Some(c) = conn {
-            self.ipvs_action = Some(action(ipvs, c.binding));
+            self.ipvs_action = Some(IpvsAction {
+                binding: c.binding,
+                forward: c.forward,
+                real: real(ipvs, c.binding),
+            });
             return HookVerdict::Stolen;
         }
         if let Some((id, Dir::Original, _)) = self.track {
             if let Some(b) = self.ct.ipvs_binding(id) {
                 self.ipvs_action = Some(IpvsAction {
+                    binding: b,
                     forward: ipvs::Forward::Nat,
-                    ..action(ipvs, b)
+                    real: real(ipvs, b),
                 });
                 return HookVerdict::Stolen;
             }
@@ -484,7 +475,8 @@ impl PacketHooks<'_> {
                 self.ct.bind_ipvs(id, b);
             }
             ipvs::Forward::Dr | ipvs::Forward::Tunnel => {
-                ipvs.conns.open(key, b, self.now, flags, &mut ipvs.changes);
+                ipvs.conns
+                    .open(key, b, forward, self.now, flags, &mut ipvs.changes);
                 ipvs.apply_changes();
                 ipvs.binding_stats[b as usize].conns += 1;
             }
@@ -1151,32 +1143,35 @@ impl Datapath {
         // IPVS took the packet at `input`: it goes to its real server, without the
         // forward rules
         let mut track = track;
+        let mut new_entry = new_entry;
         if let Some(a) = ipvs_action {
             path = PathKind::Forward;
             if a.forward != ipvs::Forward::Nat {
                 // IPVS's own connection carries it: untracked (`net.ipv4.vs.conntrack=0`)
-                if let Some(id) = new_entry {
+                if let Some(id) = new_entry.take() {
                     self.ct.discard(id);
                 }
                 track = None;
             }
+            // IPVS forwards it itself: a packet that arrived with TTL 1 or 0 goes no
+            // further (the `forward` hook's check, which it skipped)
+            if self.forwards && ttl <= 1 {
+                if let Some(id) = new_entry {
+                    self.ct.discard(id);
+                }
+                self.stats.dropped += 1;
+                return dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
+            }
+            // an IPVS NAT connection's entry, stolen before conntrack's confirm, goes in as
+            // the packet is sent on
+            if let Some(id) = new_entry {
+                if !self.ct.confirm(id, now) {
+                    self.stats.dropped += 1;
+                    return dropped(Some(path), o.deciding_rule, info, "conntrack table full");
+                }
+            }
         }
         let forwarding = path == PathKind::Forward && self.forwards;
-        if forwarding && o.packet.ttl <= 1 {
-            if let Some(id) = new_entry.filter(|_| track.is_some()) {
-                self.ct.discard(id);
-            }
-            self.stats.dropped += 1;
-            return dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
-        }
-        // an IPVS NAT connection's entry, stolen before conntrack's confirm, goes in as
-        // the packet is sent on
-        if let (Some(id), Some(_)) = (new_entry.filter(|_| track.is_some()), ipvs_action) {
-            if !self.ct.confirm(id, now) {
-                self.stats.dropped += 1;
-                return dropped(Some(path), o.deciding_rule, info, "conntrack table full");
-            }
-        }
         // the packet passed: write its translation and TTL into the frame
         let mut out = frame.to_vec();
         let ipb = &mut out[l3_at..];
@@ -1187,7 +1182,7 @@ impl Datapath {
         if let Ok(mut p) = ipv4::Packet::new_checked(&mut *ipb) {
             let mut t = o.packet.ttl;
             if forwarding {
-                t -= 1;
+                t = t.saturating_sub(1);
             }
             if t != ttl {
                 p.set_ttl(t);

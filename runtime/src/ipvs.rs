@@ -692,6 +692,8 @@ pub type ConnKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
 pub struct Conn {
     /// the datapath's binding (service and real server) of this connection
     pub binding: u32,
+    /// how it goes to its real server, as chosen when it opened (a reload keeps it)
+    pub forward: Forward,
     pub state: TcpState,
     /// when it expires, in ms
     pub expires: u64,
@@ -761,6 +763,7 @@ impl Conns {
         &mut self,
         key: ConnKey,
         binding: u32,
+        forward: Forward,
         now: u64,
         flags: u8,
         changes: &mut Vec<CountChange>,
@@ -776,6 +779,7 @@ impl Conns {
         };
         let c = Conn {
             binding,
+            forward,
             state,
             expires: now + secs * 1000,
         };
@@ -1028,7 +1032,7 @@ mod tests {
         let key = (6, a, 1000, v, 80);
         let mut conns = Conns::default();
         let mut ch = vec![];
-        let c = conns.open(key, 7, 0, SYN, &mut ch);
+        let c = conns.open(key, 7, Forward::Dr, 0, SYN, &mut ch);
         assert_eq!((c.state, c.expires), (SynRecv, 60_000));
         assert_eq!(ch, [(7, 0, 1)], "a new connection counts inactive");
         ch.clear();
@@ -1042,7 +1046,7 @@ mod tests {
         assert!(conns.is_empty());
         // UDP: five minutes, never active
         let u = (17, a, 53, v, 53);
-        conns.open(u, 2, 0, 0, &mut ch);
+        conns.open(u, 2, Forward::Tunnel, 0, 0, &mut ch);
         ch.clear();
         conns.sweep(299_999, true, &mut ch);
         assert_eq!(conns.len(), 1);

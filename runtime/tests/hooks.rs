@@ -441,3 +441,30 @@ fn queued_packets_go_to_their_handler_and_on_as_it_says() {
     );
     assert_eq!(dp.stats.queued, 1);
 }
+
+/// A connection keeps the forwarding method it opened with: a reload that turns its real
+/// server from direct routing to tunnelling changes new connections, not it.
+#[test]
+fn a_reload_keeps_each_ipvs_connection_on_its_forwarding_method() {
+    let mut dp = datapath(&lb("dr"), vec![DIRECTOR]);
+    let d = forward(&mut dp, 1, &syn(CLIENT, 40000, VIP, 80, SYN));
+    assert_eq!(d.next_hop, Some(Ipv4Addr::new(198, 51, 100, 11)));
+    let c = fwc_compiler::compile_source("t.fw", &lb("tunnel"), &MemFiles::default());
+    dp.replace_program(
+        JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap(),
+    );
+    // the open connection: still direct routing (the packet unchanged, a next hop)
+    let pkt = syn(CLIENT, 40000, VIP, 80, ACK);
+    let d = forward(&mut dp, 2, &pkt);
+    assert_eq!(d.next_hop, Some(Ipv4Addr::new(198, 51, 100, 11)), "{d:?}");
+    assert_eq!(d.frame.as_ref().unwrap().len(), pkt.len());
+    // a new one: tunnelled
+    let d = forward(&mut dp, 3, &syn(CLIENT, 40001, VIP, 80, SYN));
+    assert_eq!(d.next_hop, None);
+    assert_eq!(
+        ipv4::Packet::new_checked(&d.frame.unwrap()[..])
+            .unwrap()
+            .protocol(),
+        4
+    );
+}

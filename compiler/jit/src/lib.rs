@@ -1722,11 +1722,17 @@ impl JitProgram {
         let mut last = NO_RULE;
         let mut path = path;
         // the points of a hook where the datapath's conntrack and NAT run
-        let hdr = |ctx: &Ctx, oif: &Option<String>| {
-            let mut p = ctx_packet(ctx);
-            p.iif = meta.iif.clone();
-            p.oif = oif.clone();
-            p
+        // the headers the hooks see: one packet for the whole run, its fields refreshed
+        // from the context before each call (no allocation per step)
+        let mut scratch = ctx_packet(&ctx);
+        scratch.iif = meta.iif.clone();
+        scratch.oif = oif.clone();
+        let refresh = |p: &mut Packet, ctx: &Ctx| {
+            let iif = p.iif.take();
+            let oif = p.oif.take();
+            *p = ctx_packet(ctx);
+            p.iif = iif;
+            p.oif = oif;
         };
         let mut hi = 0;
         while let Some(&hook) = path.hooks().get(hi) {
@@ -1739,25 +1745,25 @@ impl JitProgram {
                 i += 1;
                 let v = match op {
                     HookOp::Conntrack => {
-                        let p = hdr(&ctx, &oif);
-                        ctx.ct = u32::from(env.hooks.conntrack(hook, &p, ctx.ct as u8));
+                        refresh(&mut scratch, &ctx);
+                        ctx.ct = u32::from(env.hooks.conntrack(hook, &scratch, ctx.ct as u8));
                         continue;
                     }
                     HookOp::NatPoint => {
                         if !nat_done {
                             nat_done = true;
-                            let mut p = hdr(&ctx, &oif);
-                            env.hooks.nat_point(hook, &mut p);
-                            write_back(&mut ctx, &p);
+                            refresh(&mut scratch, &ctx);
+                            env.hooks.nat_point(hook, &mut scratch);
+                            write_back(&mut ctx, &scratch);
                         }
                         continue;
                     }
                     HookOp::Fn(id) => {
                         ctx.rule = NO_RULE;
-                        let mut p = hdr(&ctx, &oif);
-                        let v = env.hooks.call(id, hook, &mut p);
-                        write_back(&mut ctx, &p);
-                        ctx.mark = p.mark;
+                        refresh(&mut scratch, &ctx);
+                        let v = env.hooks.call(id, hook, &mut scratch);
+                        write_back(&mut ctx, &scratch);
+                        ctx.mark = scratch.mark;
                         v
                     }
                     HookOp::Table(k) => {
@@ -1770,9 +1776,9 @@ impl JitProgram {
                             nat_done = true;
                             if !first_packet {
                                 if !translated {
-                                    let mut p = hdr(&ctx, &oif);
-                                    env.hooks.nat_point(hook, &mut p);
-                                    write_back(&mut ctx, &p);
+                                    refresh(&mut scratch, &ctx);
+                                    env.hooks.nat_point(hook, &mut scratch);
+                                    write_back(&mut ctx, &scratch);
                                 }
                                 continue;
                             }
@@ -1822,12 +1828,12 @@ impl JitProgram {
                 let mut v = v;
                 let mut hops = 0;
                 while let HookVerdict::Queue { num, bypass } = v {
-                    let mut p = hdr(&ctx, &oif);
-                    let Some(r) = env.hooks.queue(num, bypass, hook, &mut p) else {
+                    refresh(&mut scratch, &ctx);
+                    let Some(r) = env.hooks.queue(num, bypass, hook, &mut scratch) else {
                         break;
                     };
-                    write_back(&mut ctx, &p);
-                    ctx.mark = p.mark;
+                    write_back(&mut ctx, &scratch);
+                    ctx.mark = scratch.mark;
                     hops += 1;
                     v = if hops > MAX_REPEATS {
                         HookVerdict::Drop
@@ -1855,7 +1861,8 @@ impl JitProgram {
             }
             if hook == Hook::Prerouting {
                 // routing: a destination NAT decides where the packet goes on
-                let (routed, routed_oif) = env.hooks.route(path, &hdr(&ctx, &oif));
+                refresh(&mut scratch, &ctx);
+                let (routed, routed_oif) = env.hooks.route(path, &scratch);
                 if routed != path && routed.hooks().first() == Some(&Hook::Prerouting) {
                     path = routed;
                     env.path = routed;
@@ -1866,6 +1873,7 @@ impl JitProgram {
                     // `ctx`
                     ctx.oif_bits = routed_oif_bits.as_ptr();
                     env.oif = routed_oif.clone();
+                    scratch.oif = routed_oif.clone();
                     oif = routed_oif;
                 }
             }
