@@ -625,7 +625,7 @@ fn pascal(title: &str) -> String {
 /// A file name as a URI reference: unreserved characters and `/` kept, others
 /// percent-encoded; an absolute path becomes a `file://` URI (a relative reference must not
 /// begin with a slash).
-fn uri_reference(name: &str) -> String {
+pub fn uri_reference(name: &str) -> String {
     let mut out = String::new();
     if name.starts_with('/') {
         out.push_str("file://");

@@ -1086,18 +1086,7 @@ impl Prover<'_> {
         }
         let outcome = match res {
             Ok(o) => o,
-            Err(e) => interp::Outcome {
-                fate: Fate::Drop,
-                packet: packet.clone(),
-                trace: vec![interp::TraceStep {
-                    hook: self.path.hooks()[0],
-                    table: Table::Nat,
-                    chain: ChainId(0),
-                    rule: None,
-                    action: format!("error: {e}"),
-                }],
-                deciding_rule: None,
-            },
+            Err(e) => error_outcome(self.path, &packet, &e),
         };
         let test_line = test_line(self.path, &packet, &outcome.fate);
         Proof::Fails(Box::new(Counterexample {
@@ -1107,6 +1096,23 @@ impl Prover<'_> {
             outcome,
             test_line,
         }))
+    }
+}
+
+/// The outcome of a packet the interpreter stops on (NAT with no interface address): the
+/// datapath drops it; the error is its trace.
+fn error_outcome(path: PathKind, packet: &Packet, e: &interp::InterpError) -> interp::Outcome {
+    interp::Outcome {
+        fate: Fate::Drop,
+        packet: packet.clone(),
+        trace: vec![interp::TraceStep {
+            hook: path.hooks()[0],
+            table: Table::Nat,
+            chain: ChainId(0),
+            rule: None,
+            action: format!("error: {e}"),
+        }],
+        deciding_rule: None,
     }
 }
 
@@ -1226,13 +1232,12 @@ pub fn diff(old: &Program, new: &Program, max: usize) -> Result<Vec<Change>, Str
                     // the same fate: a change in what the packet leaves as
                     for d in REWRITTEN {
                         match (pa.now[d], pb.now[d]) {
-                            (x, y) if x == y => {}
-                            (None, None) => {}
-                            (Some(_), Some(_)) => conds.push(None),
+                            (Some(a), Some(b)) if a != b => conds.push(None),
                             (Some(c), None) | (None, Some(c)) => {
                                 let not_c = one(c).complement(u32::MAX);
                                 conds.push(Some((d, not_c)));
                             }
+                            _ => {}
                         }
                     }
                 }
@@ -1260,18 +1265,7 @@ pub fn diff(old: &Program, new: &Program, max: usize) -> Result<Vec<Change>, Str
                     };
                     let (ro, rn) = (run(old, &pa.coins), run(new, &pb.coins));
                     let outcome = |r: Result<interp::Outcome, interp::InterpError>| {
-                        r.unwrap_or_else(|e| interp::Outcome {
-                            fate: Fate::Drop,
-                            packet: example.clone(),
-                            trace: vec![interp::TraceStep {
-                                hook: path.hooks()[0],
-                                table: Table::Nat,
-                                chain: ChainId(0),
-                                rule: None,
-                                action: format!("error: {e}"),
-                            }],
-                            deciding_rule: None,
-                        })
+                        r.unwrap_or_else(|e| error_outcome(path, &example, &e))
                     };
                     let (ro, rn) = (outcome(ro), outcome(rn));
                     let leaves = |o: &interp::Outcome| {

@@ -42,10 +42,9 @@ struct Server {
     docs: HashMap<PathBuf, String>,
     /// the last compilation of each open document
     comps: HashMap<PathBuf, Compilation>,
-    /// files each open document's compilation read (itself and its includes)
+    /// files each open document's compilation read (itself and its includes), which are
+    /// also the files its diagnostics were published for
     deps: HashMap<PathBuf, HashSet<PathBuf>>,
-    /// files diagnostics were published for, per open document
-    published: HashMap<PathBuf, HashSet<PathBuf>>,
 }
 
 fn path_of(uri: &lt::Uri) -> PathBuf {
@@ -73,14 +72,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn uri_of(path: &Path) -> lt::Uri {
-    let mut s = String::from("file://");
-    for b in path.to_string_lossy().bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let s = fwc_compiler::diag::uri_reference(&path.to_string_lossy());
     lt::Uri::from_str(&s).unwrap_or_else(|_| lt::Uri::from_str("file:///").unwrap())
 }
 
@@ -125,8 +117,8 @@ enum Target {
 }
 
 impl Server {
-    fn text_of(&self, c: &Compilation, f: FileId) -> String {
-        c.loaded.sm.get(f).text.clone()
+    fn text_of<'c>(&self, c: &'c Compilation, f: FileId) -> &'c str {
+        &c.loaded.sm.get(f).text
     }
 
     fn path_of_file(&self, c: &Compilation, f: FileId) -> PathBuf {
@@ -162,18 +154,17 @@ impl Server {
                 self.path_of_file(&c, sp.file)
             };
             let ftext = self.text_of(&c, sp.file);
-            per_file.entry(p).or_default().push(lsp_diag(d, &ftext));
+            per_file.entry(p).or_default().push(lsp_diag(d, ftext));
         }
         for (p, diags) in &per_file {
             publish(conn, p, diags.clone());
         }
         // files no longer part of the compilation are cleared
-        if let Some(old) = self.published.get(doc) {
+        if let Some(old) = self.deps.get(doc) {
             for p in old.difference(&files) {
                 publish(conn, p, vec![]);
             }
         }
-        self.published.insert(doc.to_path_buf(), files.clone());
         self.deps.insert(doc.to_path_buf(), files);
         self.comps.insert(doc.to_path_buf(), c);
     }
@@ -299,7 +290,7 @@ impl Server {
         let ftext = self.text_of(c, id);
         Some(lt::Location::new(
             uri_of(&self.location_path(c, id, &path)),
-            range(&ftext, sp.start as usize, sp.end as usize),
+            range(ftext, sp.start as usize, sp.end as usize),
         ))
     }
 
@@ -321,7 +312,7 @@ impl Server {
         for (id, _) in &c.loaded.files {
             let ftext = self.text_of(c, *id);
             let toks: Vec<(usize, Tok<'_>, usize)> =
-                Lexer::new(&ftext).filter_map(Result::ok).collect();
+                Lexer::new(ftext).filter_map(Result::ok).collect();
             for (k, (s, tok, e)) in toks.iter().enumerate() {
                 let hit = match (tok, &t) {
                     (Tok::Var(n), Target::Var(m)) => n == m,
@@ -336,17 +327,16 @@ impl Server {
                 if hit {
                     out.push(lt::Location::new(
                         uri_of(&self.location_path(c, *id, &path)),
-                        range(&ftext, *s, *e),
+                        range(ftext, *s, *e),
                     ));
                 }
             }
             // the declaration itself
-            if let (Target::Var(m), Some((did, sp, _))) = (&t, Server::declaration(c, &t)) {
+            if let (Target::Var(_), Some((did, sp, _))) = (&t, Server::declaration(c, &t)) {
                 if did == *id && p.context.include_declaration {
-                    let _ = m;
                     out.push(lt::Location::new(
                         uri_of(&self.location_path(c, *id, &path)),
-                        range(&ftext, sp.start as usize, sp.end as usize),
+                        range(ftext, sp.start as usize, sp.end as usize),
                     ));
                 }
             }
@@ -637,7 +627,6 @@ pub fn run() -> Result<(), String> {
         docs: HashMap::new(),
         comps: HashMap::new(),
         deps: HashMap::new(),
-        published: HashMap::new(),
     };
     for msg in &conn.receiver {
         match msg {
@@ -712,8 +701,7 @@ pub fn run() -> Result<(), String> {
                         let path = path_of(&p.text_document.uri);
                         s.docs.remove(&path);
                         s.comps.remove(&path);
-                        s.deps.remove(&path);
-                        if let Some(files) = s.published.remove(&path) {
+                        if let Some(files) = s.deps.remove(&path) {
                             for f in files {
                                 publish(&conn, &f, vec![]);
                             }

@@ -258,7 +258,8 @@ impl Out {
         }
         for d in diags {
             let text = match self.format {
-                // `test --format junit` reports diagnostics as a person reads them
+                // `test --format junit` reports diagnostics as a person reads them (SARIF
+                // returned above)
                 Format::Human | Format::Junit | Format::Sarif => human.render(d),
                 Format::Json => format!("{}\n", diag::render_json(d, sm)),
             };

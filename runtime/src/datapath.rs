@@ -367,13 +367,17 @@ impl Oracle for LiveOracle<'_> {
     }
 
     fn statistic(&mut self, _rule: RuleId, p: f64) -> bool {
-        let r = &mut *self.rng;
-        *r ^= *r << 13;
-        *r ^= *r >> 7;
-        *r ^= *r << 17;
         let threshold = (p.clamp(0.0, 1.0) * 2_147_483_648.0) as u64;
-        (*r & 0x7fff_ffff) < threshold
+        (xorshift(self.rng) & 0x7fff_ffff) < threshold
     }
+}
+
+/// One step of a xorshift64 generator (the NAT port draws and the `statistic` coins).
+fn xorshift(r: &mut u64) -> u64 {
+    *r ^= *r << 13;
+    *r ^= *r >> 7;
+    *r ^= *r << 17;
+    *r
 }
 
 /// The datapath's side of the JIT's hooks for one packet.
@@ -574,12 +578,7 @@ impl Hooks for PacketHooks<'_> {
             _ => tuple_of(hdr),
         };
         let rng = &mut *self.rng;
-        let mut random = || {
-            *rng ^= *rng << 13;
-            *rng ^= *rng >> 7;
-            *rng ^= *rng << 17;
-            *rng as u32
-        };
+        let mut random = || xorshift(rng) as u32;
         let after = nat::unique_tuple(&cur, &range, manip, self.ct, &mut random)
             .ok_or(InterpError::NatExhausted { rule })?;
         self.ct.set_nat(id, after, manip);
@@ -780,7 +779,7 @@ impl Datapath {
     }
 
     /// Every function at `hook` in the order a packet meets them, by name: tables as
-    /// `TABLE`, the built-in points, registered functions as `fn ID` (`fwc list` shows them).
+    /// `TABLE`, the built-in points, registered functions as `fn ID`.
     pub fn hook_order(&self, hook: Hook) -> Vec<String> {
         self.jit
             .hook_ops(hook)
@@ -918,12 +917,6 @@ impl Datapath {
             out.push_str(&l);
         }
         out
-    }
-
-    /// The virtual services (with their current counts).
-    pub fn services(&mut self) -> &[ipvs::Service] {
-        self.sync_ipvs();
-        &self.ipvs.services
     }
 
     /// The connections IPVS forwards by direct routing or tunnelling, with their states.

@@ -652,11 +652,8 @@ impl TcpState {
     /// INPUT-ONLY table: the director sees one direction of these connections. The flag
     /// that picks the row: RST, else SYN, else FIN, else ACK; none changes nothing.
     pub fn next_input_only(self, flags: u8) -> TcpState {
+        use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
         use TcpState::*;
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
-        const ACK: u8 = 0x10;
         // the INPUT-ONLY rows of `tcp_states`; columns are the current state
         #[rustfmt::skip]
         const T: [[TcpState; 11]; 4] = [
@@ -810,12 +807,6 @@ impl Conns {
         let mut v: Vec<_> = self.map.iter().map(|(k, c)| (*k, *c)).collect();
         v.sort_by_key(|(k, _)| *k);
         v
-    }
-
-    pub fn clear(&mut self, changes: &mut Vec<CountChange>) {
-        for (k, c) in self.map.drain() {
-            changes.push(uncount(&c, k.0));
-        }
     }
 }
 
@@ -1000,11 +991,8 @@ mod tests {
     /// FIN -> FIN_WAIT, ACK -> FIN_WAIT, RST -> CLOSE; expiry by the state's timeout.
     #[test]
     fn input_only_states_and_timers() {
+        use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
         use TcpState::*;
-        const FIN: u8 = 0x01;
-        const SYN: u8 = 0x02;
-        const RST: u8 = 0x04;
-        const ACK: u8 = 0x10;
         let mut s = None;
         let mut seen = vec![];
         for f in [SYN, ACK, ACK, FIN | ACK, ACK, RST | ACK, SYN] {

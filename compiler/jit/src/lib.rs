@@ -1565,16 +1565,6 @@ impl JitProgram {
         self.ops = hook_ops(&self.program, &self.registered);
     }
 
-    /// Removes every function registered with `id`.
-    pub fn unregister(&mut self, id: u32) {
-        self.registered.retain(|f| f.id != id);
-        self.ops = hook_ops(&self.program, &self.registered);
-    }
-
-    pub fn registered(&self) -> &[HookFn] {
-        &self.registered
-    }
-
     /// The steps of `hook`, in the order a packet meets them.
     pub fn hook_ops(&self, hook: Hook) -> &[HookOp] {
         &self.ops[hook.index()]
