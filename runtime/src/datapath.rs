@@ -131,8 +131,8 @@ pub struct Datapath {
     limits: Limits,
     /// the `statistic` coins' generator
     coins: u64,
-    /// the `log` prefixes (`Some`) and `audit`s (`None`) of each rule that has any
-    log_rules: HashMap<u32, Vec<Option<String>>>,
+    /// the `log` prefixes (`Some`) and `audit`s (`None`), by (rule, statement index)
+    log_rules: HashMap<(u32, u32), Option<String>>,
     log_sink: Option<LogSink>,
     /// Whether a queue with no handler here is someone else's: under NFQUEUE a packet
     /// queued to it goes back to the kernel with a verdict naming that queue
@@ -728,17 +728,17 @@ impl Datapath {
             .chains
             .iter()
             .flat_map(|c| &c.rules)
-            .filter_map(|r| {
-                let l: Vec<Option<String>> = r
-                    .stmts
+            .flat_map(|r| {
+                r.stmts
                     .iter()
-                    .filter_map(|s| match s {
-                        Stmt::Log { prefix, .. } => Some(Some(prefix.clone())),
-                        Stmt::Audit => Some(None),
+                    .enumerate()
+                    .filter_map(move |(i, s)| match s {
+                        Stmt::Log { prefix, .. } => {
+                            Some(((r.id.0, i as u32), Some(prefix.clone())))
+                        }
+                        Stmt::Audit => Some(((r.id.0, i as u32), None)),
                         _ => None,
                     })
-                    .collect();
-                (!l.is_empty()).then_some((r.id.0, l))
             })
             .collect();
         let (services, locals) = services_of(&self.jit, &self.host);
@@ -1073,16 +1073,8 @@ impl Datapath {
             .map(|(id, _, _)| id);
         if let (Ok(o), Some(sink)) = (&outcome, self.log_sink.as_mut()) {
             let mac = (l3_at > 0).then(|| &frame[..l3_at]);
-            // one entry per statement run: a rule's k-th in a row is its k-th statement
-            // (modulo their number: a rule met again, in a subchain called twice, starts over)
-            let mut prev = (u32::MAX, 0usize);
-            for r in &o.logs {
-                let k = if prev.0 == r.0 { prev.1 + 1 } else { 0 };
-                prev = (r.0, k);
-                let entry = self
-                    .log_rules
-                    .get(&r.0)
-                    .and_then(|l| l.get(k % l.len().max(1)));
+            for (r, k) in o.logs.iter().zip(&o.log_stmts) {
+                let entry = self.log_rules.get(&(r.0, *k));
                 if let Some(entry) = entry {
                     let line = match entry {
                         Some(prefix) => crate::log::log_line(

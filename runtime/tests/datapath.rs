@@ -772,3 +772,45 @@ table filter {
         ]
     );
 }
+
+/// Each log line carries its own statement's prefix: two in one rule, and a subchain's
+/// logging rule met twice.
+#[test]
+fn each_log_statement_writes_its_own_prefix() {
+    let src = r#"
+chain inner() { log prefix "inner: " audit; }
+table filter {
+    chain forward policy accept {
+        tcp dport 22 log prefix "a: " log prefix "b: " jump inner();
+        tcp dport 22 jump inner();
+    }
+}"#;
+    let c = fwc_compiler::compile_source("log2.fw", src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let jit = JitProgram::compile(&c.checked.unwrap().program, Options::default()).unwrap();
+    let mut dp = Datapath::new(jit, Table::new(Config::default()), vec![]);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let lines = lines.clone();
+        dp.set_log(Box::new(move |l| lines.lock().unwrap().push(l.to_string())));
+    }
+    let f = tcp_ip(VISITOR, 5000, SITE, 22, 1, 0, SYN);
+    dp.process(0, Link::RawIp, &f, Some("eth0"), Some("eth1"));
+    let prefixes: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.split("IN=").next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "a: ",
+            "b: ",
+            "inner: ",
+            "NETFILTER_PKT mark=0x0 saddr=192.0.2.77 daddr=198.51.100.9 proto=6",
+            "inner: ",
+            "NETFILTER_PKT mark=0x0 saddr=192.0.2.77 daddr=198.51.100.9 proto=6"
+        ]
+    );
+}

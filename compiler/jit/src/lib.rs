@@ -234,12 +234,14 @@ pub struct Env<'a> {
     path: PathKind,
     stateful: &'a [(RuleId, Pred)],
     nat: &'a [(RuleId, Stmt)],
+    /// (rule, index of the statement in it) of each `log`/`audit` call site
+    log_sites: &'a [(RuleId, u32)],
     meta: &'a Meta,
     /// the output interface: `meta.oif` until routing after prerouting sets it
     oif: Option<String>,
     error: Option<InterpError>,
-    /// rules whose `log` or `audit` ran, in order
-    pub logs: Vec<RuleId>,
+    /// the `log` and `audit` statements that ran, in order: (rule, statement index)
+    pub logs: Vec<(RuleId, u32)>,
 }
 
 /// Compilation options.
@@ -301,7 +303,10 @@ pub struct JitOutcome {
     pub deciding_rule: Option<RuleId>,
     /// the headers as the packet leaves (or where it stopped)
     pub packet: Packet,
+    /// the rules whose `log` or `audit` ran, in order
     pub logs: Vec<RuleId>,
+    /// for each of them, which statement of the rule it was
+    pub log_stmts: Vec<u32>,
 }
 
 type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
@@ -321,6 +326,7 @@ pub struct JitProgram {
     _trees: Vec<Box<dtree::Forest>>,
     stateful: Vec<(RuleId, Pred)>,
     nat: Vec<(RuleId, Stmt)>,
+    log_sites: Vec<(RuleId, u32)>,
     packets: Vec<u64>,
     bytes: Vec<u64>,
     /// (packets, bytes) that each chain's policy decided, by chain id (base chains only)
@@ -370,10 +376,12 @@ extern "C" fn cb_stateful(ctx: *mut Ctx, idx: u32) -> u32 {
     u32::from(hit)
 }
 
-extern "C" fn cb_log(ctx: *mut Ctx, rule: u32) -> u32 {
+extern "C" fn cb_log(ctx: *mut Ctx, site: u32) -> u32 {
     // SAFETY: called by generated code with the classification's ctx.
     let e = unsafe { env(ctx) };
-    e.logs.push(RuleId(rule));
+    if let Some(&s) = e.log_sites.get(site as usize) {
+        e.logs.push(s);
+    }
     0
 }
 
@@ -440,6 +448,7 @@ struct Gen<'a> {
     trees: &'a mut Vec<Box<dtree::Forest>>,
     stateful: &'a mut Vec<(RuleId, Pred)>,
     nat: &'a mut Vec<(RuleId, Stmt)>,
+    log_sites: &'a mut Vec<(RuleId, u32)>,
     opts: Options,
     tree_rules: usize,
     /// how many `jump`/`goto`s name each chain (the inlining cost rule)
@@ -781,8 +790,12 @@ impl Gen<'_> {
                 }
                 Stmt::Counter => {}
                 Stmt::Log { .. } | Stmt::Audit => {
-                    let r = b.ins().iconst(types::I32, i64::from(id));
-                    self.call_cb(b, cb_log as *const () as usize, &[ctx, r]);
+                    // `stmts` is the rule's statements from some point on
+                    let at = rule.stmts.len().saturating_sub(stmts.len()) + i;
+                    let site = self.log_sites.len() as i64;
+                    self.log_sites.push((rule.id, at as u32));
+                    let k = b.ins().iconst(types::I32, site);
+                    self.call_cb(b, cb_log as *const () as usize, &[ctx, k]);
                 }
                 Stmt::MarkSet(m) => self.store_imm32(b, ctx, off!(mark), *m),
                 Stmt::TtlSet(t) => self.store_imm32(b, ctx, off!(ttl), u32::from(*t)),
@@ -1451,6 +1464,7 @@ impl JitProgram {
         let mut data = Vec::new();
         let mut trees = Vec::new();
         let mut stateful = Vec::new();
+        let mut log_sites = Vec::new();
         let mut nat = Vec::new();
         let mut clif = opts.keep_clif.then(String::new);
         let mut fctx = FunctionBuilderContext::new();
@@ -1464,6 +1478,7 @@ impl JitProgram {
             data: &mut data,
             trees: &mut trees,
             stateful: &mut stateful,
+            log_sites: &mut log_sites,
             nat: &mut nat,
             opts,
             tree_rules: 0,
@@ -1546,6 +1561,7 @@ impl JitProgram {
             _trees: trees,
             stateful,
             nat,
+            log_sites,
             packets: vec![0; n],
             bytes: vec![0; n],
             policy_counts: vec![(0, 0); program.chains.len()],
@@ -1651,6 +1667,7 @@ impl JitProgram {
             hooks,
             path,
             stateful: &self.stateful,
+            log_sites: &self.log_sites,
             nat: &self.nat,
             meta,
             oif: meta.oif.clone(),
@@ -1687,19 +1704,24 @@ impl JitProgram {
         // the output interface, until routing says otherwise
         let mut oif = meta.oif.clone();
         let mut routed_oif_bits: Vec<u64> = Vec::new();
-        let done =
-            |ctx: &Ctx, fate: Fate, logs: Vec<RuleId>, path: PathKind, oif: &Option<String>| {
-                let mut packet = ctx_packet(ctx);
-                packet.iif = meta.iif.clone();
-                packet.oif = oif.clone();
-                JitOutcome {
-                    fate,
-                    path,
-                    deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
-                    packet,
-                    logs,
-                }
-            };
+        let done = |ctx: &Ctx,
+                    fate: Fate,
+                    logs: Vec<(RuleId, u32)>,
+                    path: PathKind,
+                    oif: &Option<String>| {
+            let mut packet = ctx_packet(ctx);
+            packet.iif = meta.iif.clone();
+            packet.oif = oif.clone();
+            let (logs, log_stmts) = logs.into_iter().unzip();
+            JitOutcome {
+                fate,
+                path,
+                deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
+                packet,
+                logs,
+                log_stmts,
+            }
+        };
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
             let mut o = done(&ctx, Fate::Drop, vec![], path, &oif);
