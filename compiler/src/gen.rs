@@ -37,6 +37,295 @@ impl Rng {
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+    /// An index below `n`.
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
+    }
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.index(v.len())]
+    }
+}
+
+/// Random matches for the random programs of the differential tests (JIT against the
+/// interpreter, the kernel against the interpreter): every kind of match, from pools of
+/// values the caller chooses so that its packets hit them.
+pub mod random {
+    use super::Rng;
+
+    /// The values a match may take, as fw source.
+    pub struct Pools<'a> {
+        pub addrs: &'a [&'a str],
+        pub ports: &'a [&'a str],
+        pub ifaces: &'a [&'a str],
+        pub states: &'a [&'a str],
+        pub limits: &'a [&'a str],
+        pub probabilities: &'a [&'a str],
+        /// `ip protocol` operands
+        pub protos: &'a [&'a str],
+    }
+
+    /// The transport a rule is about.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum L4 {
+        Tcp,
+        Udp,
+        Icmp,
+        Any,
+    }
+
+    impl L4 {
+        pub fn random(r: &mut Rng) -> L4 {
+            *r.pick(&[L4::Tcp, L4::Udp, L4::Icmp, L4::Any])
+        }
+    }
+
+    /// `count` subchains `s0`..`s{count-1}` with parameters `(a: set<ip>, p: port)`, each
+    /// calling only later ones (so there is no cycle): random matches (some on the
+    /// parameters), now and then one of `extras`, then a terminal statement: accept, drop,
+    /// return, `third(r)`, none, or a jump (with `jump_set` as the set) / goto to a later one.
+    pub fn subchains(
+        r: &mut Rng,
+        count: usize,
+        p: &Pools,
+        extras: &[&str],
+        third: &dyn Fn(&mut Rng) -> String,
+        jump_set: &str,
+    ) -> String {
+        let mut s = String::new();
+        for i in 0..count {
+            s.push_str(&format!("chain s{i}(a: set<ip>, p: port) {{\n"));
+            for _ in 0..1 + r.index(5) {
+                let l4 = L4::random(r);
+                let mut m = matches(r, l4, p, true, true);
+                if r.chance(40) {
+                    m.push("ip saddr $a".into());
+                }
+                if r.chance(30) && l4 == L4::Tcp {
+                    m.push("tcp dport $p".into());
+                }
+                let mut st: Vec<String> = Vec::new();
+                if r.chance(30) {
+                    st.push(r.pick(extras).to_string());
+                }
+                let later = i + 1 < count;
+                let t = match r.index(if later { 7 } else { 5 }) {
+                    0 => "accept".to_string(),
+                    1 => "drop".to_string(),
+                    2 => "return".to_string(),
+                    3 => third(r),
+                    4 => String::new(),
+                    5 => format!(
+                        "jump s{}({{ {jump_set} }}, 22)",
+                        i + 1 + r.index(count - i - 1)
+                    ),
+                    _ => format!("goto s{}($a, $p)", i + 1 + r.index(count - i - 1)),
+                };
+                if !t.is_empty() {
+                    st.push(t);
+                }
+                if st.is_empty() {
+                    st.push("counter".into());
+                }
+                s.push_str(&format!("    {} {};\n", m.join(" "), st.join(" ")));
+            }
+            s.push_str("}\n");
+        }
+        s
+    }
+
+    /// Up to three matches for a rule about `l4`; `ct` and `oif` say whether `ct state` and
+    /// `oif` may appear (not before conntrack, not where there is no output interface).
+    pub fn matches(r: &mut Rng, l4: L4, p: &Pools, ct: bool, oif: bool) -> Vec<String> {
+        let mut m = Vec::new();
+        let neg = |r: &mut Rng| if r.chance(25) { "!= " } else { "" };
+        for _ in 0..r.index(4) {
+            let s = match r.index(11) {
+                0 => format!("ip saddr {}{}", neg(r), r.pick(p.addrs)),
+                1 => format!("ip daddr {}{}", neg(r), r.pick(p.addrs)),
+                2 => format!("iif {}{}", neg(r), r.pick(p.ifaces)),
+                3 if oif => format!("oif {}{}", neg(r), r.pick(p.ifaces)),
+                4 if ct => format!("ct state {}{}", neg(r), r.pick(p.states)),
+                5 => format!(
+                    "mark {}{}",
+                    neg(r),
+                    r.pick(&["0x1", "0x2-0x10", "{ 0x1, 0x7 }"])
+                ),
+                6 if r.chance(30) => format!("limit {}{}", neg(r), r.pick(p.limits)),
+                7 if r.chance(30) => format!("statistic probability {}", r.pick(p.probabilities)),
+                8 => match l4 {
+                    L4::Tcp => format!("tcp dport {}{}", neg(r), r.pick(p.ports)),
+                    L4::Udp => format!("udp sport {}{}", neg(r), r.pick(p.ports)),
+                    L4::Icmp => format!(
+                        "icmp type {}{}",
+                        neg(r),
+                        r.pick(&["echo-request", "{ 0, 3, 11 }", "8"])
+                    ),
+                    L4::Any if m.iter().any(|x: &String| x.starts_with("ip protocol")) => continue,
+                    L4::Any => format!("ip protocol {}{}", neg(r), r.pick(p.protos)),
+                },
+                9 if l4 == L4::Tcp => format!(
+                    "tcp flags {}{}",
+                    neg(r),
+                    r.pick(&["syn / syn,ack", "ack", "fin,ack / fin,ack,rst"])
+                ),
+                _ => match l4 {
+                    L4::Tcp => format!("tcp sport {}", r.pick(p.ports)),
+                    L4::Udp => format!("udp dport {}", r.pick(p.ports)),
+                    L4::Icmp => "icmp".to_string(),
+                    L4::Any => continue,
+                },
+            };
+            m.push(s);
+        }
+        let lead = match l4 {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+            L4::Icmp => "icmp",
+            L4::Any => "",
+        };
+        if !lead.is_empty() && !m.iter().any(|x| x.starts_with(lead)) {
+            m.insert(0, lead.into());
+        }
+        m
+    }
+
+    const K_ADDRS: &[&str] = &[
+        "192.0.2.0/24",
+        "192.0.2.7",
+        "{ 192.0.2.2, 203.0.113.0/24 }",
+        "198.51.100.0/25",
+        "198.51.100.9",
+        "192.0.2.0-192.0.2.40",
+        "{ 192.0.2.50, 198.51.100.128/25, 203.0.113.1 }",
+    ];
+    const K_PORTS: &[&str] = &[
+        "22",
+        "80",
+        "1000-2000",
+        "{ 53, 443, 1500 }",
+        "{ 22, 80-90 }",
+    ];
+    const K_IFACES: &[&str] = &["fi", "fo", "f*", "x0", "{ fi, x0 }", "{ fo, f* }"];
+    const K_STATES: &[&str] = &["new", "invalid", "{ new, established }", "untracked"];
+
+    const K_POOLS: Pools = Pools {
+        addrs: K_ADDRS,
+        ports: K_PORTS,
+        ifaces: K_IFACES,
+        states: K_STATES,
+        // far above the test's packet rate: the bucket never runs dry, as in the interpreter's
+        // first packet
+        limits: &["1000/second"],
+        // the kernel's coins are its own: only the sure ones
+        probabilities: &["0", "1"],
+        protos: &["tcp", "{ tcp, udp }", "50"],
+    };
+
+    fn k_matches(r: &mut Rng, l4: L4, ct_ok: bool, oif_ok: bool) -> Vec<String> {
+        matches(r, l4, &K_POOLS, ct_ok, oif_ok)
+    }
+
+    /// A random program the kernel can run (for the kernel differential test and the
+    /// import/export round trip): interfaces `fi` (192.0.2.1) and `fo` (203.0.113.1); no
+    /// output hook; subchains for the filter table only (they may reject), nat rules that
+    /// keep each packet on its path.
+    pub fn kernel_program(r: &mut Rng) -> String {
+        let mut s =
+            String::from("interface fi address 192.0.2.1;\ninterface fo address 203.0.113.1;\n");
+        let subs = 1 + r.index(3);
+        s.push_str(&subchains(
+            r,
+            subs,
+            &K_POOLS,
+            &["counter", "mark set 0x7", "log prefix \"s \""],
+            &|_: &mut Rng| "reject".to_string(),
+            "192.0.2.7",
+        ));
+        let tables: &[(&str, &[&str])] = &[
+            ("raw", &["prerouting"]),
+            ("mangle", &["prerouting", "forward", "postrouting"]),
+            ("nat", &["prerouting", "input", "postrouting"]),
+            ("filter", &["input", "forward"]),
+        ];
+        for (t, hooks) in tables {
+            if *t != "filter" && r.chance(40) {
+                continue;
+            }
+            s.push_str(&format!("table {t} {{\n"));
+            for h in *hooks {
+                if r.chance(30) && *t != "filter" {
+                    continue;
+                }
+                let pol = if *t == "filter" && r.chance(25) || *t == "mangle" && r.chance(5) {
+                    " policy drop"
+                } else {
+                    ""
+                };
+                s.push_str(&format!("  chain {h}{pol} {{\n"));
+                for _ in 0..r.index(8) {
+                    let l = L4::random(r);
+                    let oif_ok = matches!(*h, "forward" | "postrouting");
+                    let mut m = k_matches(r, l, true, oif_ok);
+                    let mut st: Vec<String> = Vec::new();
+                    if r.chance(25) {
+                        st.push(
+                            r.pick(&["counter", "mark set 0x1", "log level info"])
+                                .to_string(),
+                        );
+                    }
+                    if *t == "raw" && r.chance(30) {
+                        st.push("notrack".into());
+                    }
+                    let ports = matches!(l, L4::Tcp | L4::Udp);
+                    let term: String = match (*t, *h) {
+                        ("nat", "postrouting") => r
+                            .pick(&["masquerade", "snat to 203.0.113.99", "accept", ""])
+                            .to_string(),
+                        ("nat", "input") => r.pick(&["snat to 192.0.2.98", "accept", ""]).to_string(),
+                        ("nat", _) => {
+                            // destination NAT only for forwarded packets, and to where they were
+                            // going anyway: the packet keeps its path
+                            m.push("ip daddr 198.51.100.0/24".into());
+                            if ports && r.chance(50) {
+                                "dnat to 198.51.100.50:8080".into()
+                            } else {
+                                r.pick(&["dnat to 198.51.100.51", "accept", ""]).to_string()
+                            }
+                        }
+                        ("raw" | "mangle", _) => r.pick(&["accept", "accept", "drop", "", ""]).to_string(),
+                        _ => match r.index(10) {
+                            0 | 6 | 8 => "accept".into(),
+                            1 => "drop".into(),
+                            2 => format!(
+                                "jump s{}({}, {})",
+                                r.index(subs),
+                                r.pick(&["{ 192.0.2.7 }", "{ 192.0.2.0/28, 203.0.113.9 }"]),
+                                r.pick(&["22", "80"])
+                            ),
+                            3 => format!("goto s{}({{ 198.51.100.1 }}, 443)", r.index(subs)),
+                            4 if l == L4::Tcp => {
+                                "tcp dport vmap { 22 : accept, 80 : drop, 1000-2000 : jump s0({ 192.0.2.7 }, 22) }"
+                                    .into()
+                            }
+                            5 if l == L4::Tcp => "reject with tcp-reset".into(),
+                            7 => "reject with icmp host-prohibited".into(),
+                            _ => "return".into(),
+                        },
+                    };
+                    if !term.is_empty() {
+                        st.push(term);
+                    }
+                    if st.is_empty() {
+                        st.push("counter".into());
+                    }
+                    s.push_str(&format!("    {} {};\n", m.join(" "), st.join(" ")));
+                }
+                s.push_str("  }\n");
+            }
+            s.push_str("}\n");
+        }
+        s
+    }
 }
 
 /// Picks from `(value, weight)` pairs.

@@ -5,7 +5,9 @@
 //! semantics: `accept` ends the table's traversal for this hook, `drop` / `reject` / `queue`
 //! end the packet, `jump` pushes a return point and `goto` does not, `return` or falling off
 //! a subchain goes back to the caller, and falling off a base chain applies its policy. Marks,
-//! `notrack` and NAT done in an earlier hook are seen by later ones. The nat tables run only
+//! `notrack` and NAT done in an earlier hook are seen by later ones. The tables that run before
+//! connection tracking (raw) see every packet's `ct state` as invalid (untracked after
+//! `notrack`): the packet has no connection yet. The nat tables run only
 //! for a connection's first packet (ct state new), as in the kernel.
 
 use crate::ir::*;
@@ -765,7 +767,19 @@ pub fn run(
                 table: e.table,
             };
             deciding = None;
-            if let Some(fate) = t.run(e.chain, &mut pkt, path, oracle, &mut trace, &mut deciding)? {
+            // before conntrack's hook (the raw table) the packet has no connection yet: its
+            // `ct state` is invalid, or untracked once `notrack` ran, as in the kernel
+            let before_ct = (e.priority < CONNTRACK_PRIORITY).then_some(pkt.ct);
+            if before_ct.is_some() && pkt.ct != ct::UNTRACKED {
+                pkt.ct = ct::INVALID;
+            }
+            let r = t.run(e.chain, &mut pkt, path, oracle, &mut trace, &mut deciding);
+            if let Some(b) = before_ct {
+                if pkt.ct != ct::UNTRACKED {
+                    pkt.ct = b;
+                }
+            }
+            if let Some(fate) = r? {
                 return Ok(Outcome {
                     fate,
                     packet: pkt,

@@ -317,8 +317,13 @@ pub mod tcpflags {
         ("ack", ACK),
         ("urg", URG),
     ];
+    /// A flag's bit; also `none` (no bit, iptables' NONE) and `all` (every bit, ALL).
     pub fn from_name(s: &str) -> Option<u8> {
-        NAMES.iter().find(|(n, _)| *n == s).map(|(_, b)| *b)
+        match s {
+            "none" => Some(0),
+            "all" => Some(0x3f),
+            _ => NAMES.iter().find(|(n, _)| *n == s).map(|(_, b)| *b),
+        }
     }
     pub fn names(mask: u8) -> Vec<&'static str> {
         NAMES
@@ -326,6 +331,14 @@ pub mod tcpflags {
             .filter(|(_, b)| mask & b != 0)
             .map(|(n, _)| *n)
             .collect()
+    }
+    /// The flags as fw writes them: `syn,ack`, or `none`.
+    pub fn list(mask: u8) -> String {
+        if mask == 0 {
+            "none".into()
+        } else {
+            names(mask).join(",")
+        }
     }
 }
 
@@ -793,8 +806,8 @@ pub fn fmt_pred(p: &Pred) -> String {
         Pred::TcpFlags { neg, mask, value } => format!(
             "tcp flags {}{} / {}",
             ne(*neg),
-            tcpflags::names(*value).join(","),
-            tcpflags::names(*mask).join(",")
+            tcpflags::list(*value),
+            tcpflags::list(*mask)
         ),
         Pred::Statistic { p } => format!("statistic probability {p}"),
         Pred::Limit {
@@ -818,7 +831,8 @@ pub fn fmt_pred(p: &Pred) -> String {
     }
 }
 
-fn fmt_nat(r: &NatRange) -> String {
+/// A NAT statement's addresses and ports: `ADDR[-ADDR][:PORT[-PORT]]` (either may be absent).
+pub fn fmt_nat_range(r: &NatRange) -> String {
     let mut s = String::new();
     if let Some((a, b)) = r.addr {
         if a == b {
@@ -834,6 +848,11 @@ fn fmt_nat(r: &NatRange) -> String {
             let _ = write!(s, ":{a}-{b}");
         }
     }
+    s
+}
+
+fn fmt_nat(r: &NatRange) -> String {
+    let mut s = fmt_nat_range(r);
     if r.random {
         s.push_str(" random");
     }

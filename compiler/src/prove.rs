@@ -39,6 +39,9 @@ const L4: usize = 11;
 const DIMS: usize = 12;
 
 /// The conntrack states, by index in the `CT` dimension.
+/// The ct dimension's values for invalid and untracked.
+const INVALID_K: u32 = 3;
+const UNTRACKED_K: u32 = 4;
 const CT_BITS: [u8; 5] = [
     ct::NEW,
     ct::ESTABLISHED,
@@ -154,6 +157,9 @@ struct Part {
     now: [Option<u32>; DIMS],
     /// the `statistic`/`limit` outcomes taken so far, in order
     coins: Vec<(RuleId, bool)>,
+    /// inside a table before conntrack (raw): the ct state to go back to after it
+    /// (`ct state` reads invalid there, untracked after `notrack`)
+    raw_ct: Option<Option<u32>>,
 }
 
 /// Whether a box meets a cube.
@@ -490,6 +496,7 @@ fn universe(ifs: &Ifaces) -> Vec<Part> {
         minus: Minus::default(),
         now: [None; DIMS],
         coins: vec![],
+        raw_ct: None,
     };
     vec![
         base(one(6), 1, true, false, true),
@@ -630,6 +637,13 @@ impl Prover<'_> {
             at: None,
         };
         let Some(at) = pos.at else {
+            let mut part = part;
+            // leaving a table that ran before conntrack: the packet's ct state again
+            if let Some(prev) = part.raw_ct.take() {
+                if part.now[CT] != Some(UNTRACKED_K) {
+                    part.now[CT] = prev;
+                }
+            }
             // at a base-chain entry: its table, the next hook, or the end of the path
             let Some(&hook) = hooks.get(hi) else {
                 work.push(Item::Done(part, End::Fate(Fate::Accept)));
@@ -654,6 +668,12 @@ impl Prover<'_> {
                     stack: vec![],
                 }),
             };
+            if e.priority < CONNTRACK_PRIORITY {
+                part.raw_ct = Some(part.now[CT]);
+                if part.now[CT] != Some(UNTRACKED_K) {
+                    part.now[CT] = Some(INVALID_K);
+                }
+            }
             if e.table == Table::Nat {
                 // the nat tables see first packets only (new or related)
                 let (yes, no) = part.split(&[(CT, set_of([0u32, 2].into_iter()))]);
@@ -862,7 +882,7 @@ impl Prover<'_> {
                 work.push(Item::Go(part, go(after)));
             }
             Stmt::Notrack => {
-                part.now[CT] = Some(4);
+                part.now[CT] = Some(UNTRACKED_K);
                 work.push(Item::Go(part, go(after)));
             }
             Stmt::Snat(_) | Stmt::Dnat(_) | Stmt::Masquerade(_) | Stmt::Redirect(_) => {
@@ -1219,6 +1239,7 @@ pub fn diff(old: &Program, new: &Program, max: usize) -> Result<Vec<Change>, Str
                 minus: pa.minus.clone(),
                 now: [None; DIMS],
                 coins: vec![],
+                raw_ct: None,
             };
             for (pb, eb) in b.ends(vec![start])? {
                 let fate = |e: &End| match e {

@@ -67,6 +67,20 @@ enum Emit {
     Clif,
 }
 
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum ImportFrom {
+    /// `iptables-save` output (also `iptables-restore` input)
+    IptablesSave,
+}
+
+#[derive(Copy, Clone, ValueEnum, PartialEq, Eq)]
+enum ExportTarget {
+    /// an `iptables-restore` script
+    Iptables,
+    /// an `nft -f` script (tables `fwc_<table>`)
+    Nft,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Check a program: syntax, names, types, legality; warnings for dead rules
@@ -155,6 +169,26 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Translate an `iptables-save` dump into an fw program
+    Import {
+        /// The input's format
+        #[arg(long, value_enum, default_value_t = ImportFrom::IptablesSave)]
+        from: ImportFrom,
+        file: PathBuf,
+        /// Output file (default: standard output)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Write the program as a kernel rule set: an `iptables-restore` or `nft -f` script
+    Export {
+        /// The kernel front end to write for
+        #[arg(long, value_enum, default_value_t = ExportTarget::Iptables)]
+        target: ExportTarget,
+        file: PathBuf,
+        /// Output file (default: standard output)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// The packets whose verdict or rewrite changes between two programs (exit 1 if any)
     Diff {
         /// The program as it was
@@ -223,6 +257,27 @@ enum Cmd {
     Reload {
         /// A `.fw` program or a `fwc build` artefact
         file: PathBuf,
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// iptables-style commands on a running datapath's rule set, rules in fw syntax:
+    /// `-A/-I/-D/-R/-C CHAIN ...`, `-F/-L/-S [CHAIN]`, `-N/-X/-E`, `-P CHAIN POLICY`,
+    /// `-t TABLE` (default filter); each change is checked, compiled and swapped in
+    #[command(allow_hyphen_values = true)]
+    Rules {
+        /// The running datapath's control socket
+        #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// The command, as for iptables (e.g. `-A input 'tcp dport 22 accept'`)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Write a running datapath's rule set as fw source
+    Save {
+        /// Output file (default: standard output)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
         /// The running datapath's control socket
         #[arg(long, default_value = fwc_runtime::control::DEFAULT_SOCKET)]
         socket: PathBuf,
@@ -459,6 +514,12 @@ fn real_main() -> ExitCode {
                 ),
             }
         }
+        Cmd::Import { from, file, output } => cmd_import(&out, from, &file, output.as_deref()),
+        Cmd::Export {
+            target,
+            file,
+            output,
+        } => cmd_export(&out, target, &file, output.as_deref()),
         Cmd::Diff { old, new, max } => cmd_diff(&out, &old, &new, max),
         Cmd::Fmt { check, files } => cmd_fmt(&out, check, &files),
         Cmd::Lsp => match lsp::run() {
@@ -505,6 +566,26 @@ fn real_main() -> ExitCode {
             },
         ),
         Cmd::Reload { file, socket } => cmd_reload(&out, &file, &socket),
+        Cmd::Rules { socket, args } => {
+            if args.iter().any(|a| a.contains(['\t', '\n'])) {
+                out.error("a tab or a line break in an argument");
+                return ExitCode::from(2);
+            }
+            cmd_control(&out, &socket, &fwc_runtime::control::Request::Rules(args))
+        }
+        Cmd::Save { output, socket } => {
+            match fwc_runtime::control::request(&socket, &fwc_runtime::control::Request::Save) {
+                Ok(Ok(text)) => write_output(&out, &text, output.as_deref()),
+                Ok(Err(msg)) => {
+                    out.error(&msg);
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    out.error(&format!("cannot reach `{}`: {e}", socket.display()));
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::List {
             line_numbers,
             socket,
@@ -1013,6 +1094,78 @@ fn cmd_fmt(out: &Out, check: bool, files: &[PathBuf]) -> ExitCode {
 
 /// `fwc diff OLD NEW`: every region of packets the two programs treat differently (fate, or
 /// the addresses, ports and mark a packet leaves with), with one example packet each.
+fn write_output(out: &Out, text: &str, output: Option<&Path>) -> ExitCode {
+    match output {
+        None => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Some(p) => match std::fs::write(p, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                out.error(&format!("cannot write `{}`: {e}", p.display()));
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn cmd_import(out: &Out, from: ImportFrom, file: &Path, output: Option<&Path>) -> ExitCode {
+    let ImportFrom::IptablesSave = from;
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            out.error(&format!("cannot read `{}`: {e}", file.display()));
+            return ExitCode::from(2);
+        }
+    };
+    let name = file.display().to_string();
+    let fw = match fwc_compiler::import::import(&text, &name) {
+        Ok(fw) => fw,
+        Err(errs) => {
+            for e in &errs {
+                out.error(&format!("{name}:{}: {}", e.line, e.message));
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let fw = fwc_compiler::fmt::format(&fw).unwrap_or(fw);
+    // the translation must be a program fw accepts: check it as `fwc check` would
+    let c = fwc_compiler::compile_source(&name, &fw, &fwc_compiler::loader::DiskFiles);
+    if c.has_errors() {
+        out.error(&format!(
+            "internal error: the translation of `{name}` does not check; please report it"
+        ));
+        out.diags(&c.diags, &c.loaded.sm);
+        return ExitCode::from(1);
+    }
+    write_output(out, &fw, output)
+}
+
+fn cmd_export(out: &Out, target: ExportTarget, file: &Path, output: Option<&Path>) -> ExitCode {
+    let c = match compile(out, file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(checked) = checked_or_exit(&c) else {
+        return ExitCode::from(1);
+    };
+    let t = match target {
+        ExportTarget::Iptables => fwc_compiler::export::Target::Iptables,
+        ExportTarget::Nft => fwc_compiler::export::Target::Nft,
+    };
+    let text = match fwc_compiler::export::export(&checked.program, t) {
+        Ok(x) => x.text,
+        Err(errs) => {
+            for e in &errs {
+                out.error(&format!("cannot export: {}", e.message));
+            }
+            return ExitCode::from(1);
+        }
+    };
+    write_output(out, &text, output)
+}
+
 fn cmd_diff(out: &Out, old: &Path, new: &Path, max: usize) -> ExitCode {
     let mut programs = Vec::new();
     for f in [old, new] {
@@ -1380,6 +1533,212 @@ fn cmd_run(
     ExitCode::SUCCESS
 }
 
+/// The running rule set for the control socket: reloads, and, when the datapath was started
+/// from a `.fw` file, its source for `fwc rules` and `fwc save`.
+struct LiveRules<'a> {
+    out: &'a Out,
+    doc: Option<fwc_compiler::edit::Document>,
+}
+
+impl LiveRules<'_> {
+    fn source_of(path: &Path) -> Option<fwc_compiler::edit::Document> {
+        if is_artefact_file(path) {
+            return None;
+        }
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|text| fwc_compiler::edit::Document {
+                path: path.to_path_buf(),
+                text,
+            })
+    }
+
+    /// Checks and compiles a new text of the rule set, as `fwc run` does a file.
+    fn compile_text(&self, path: &Path, text: &str) -> Result<fwc_jit::JitProgram, String> {
+        let c = fwc_compiler::compile_source(
+            &path.to_string_lossy(),
+            text,
+            &fwc_compiler::loader::DiskFiles,
+        );
+        let errors: Vec<String> = c
+            .diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| {
+                let at = d
+                    .primary_span()
+                    .map(|s| format!("{}: ", c.loaded.sm.location(s)))
+                    .unwrap_or_default();
+                format!("{at}{} {}", d.code, d.message)
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(format!(
+                "the rule set would not check, nothing changed: {}",
+                errors.join("; ")
+            ));
+        }
+        let mut p = c.checked.ok_or("the rule set would not check")?.program;
+        fwc_compiler::opt::optimize(&mut p, None);
+        fwc_jit::JitProgram::compile(&p, fwc_jit::Options::default()).map_err(|e| e.to_string())
+    }
+}
+
+impl fwc_runtime::control::Rules for LiveRules<'_> {
+    fn reload(&mut self, path: &Path) -> Result<fwc_jit::JitProgram, String> {
+        let jit = load_jit(self.out, path).map_err(|_| {
+            format!(
+                "`{}` did not compile; the datapath keeps its program",
+                path.display()
+            )
+        })?;
+        self.doc = Self::source_of(path);
+        Ok(jit)
+    }
+
+    fn command(
+        &mut self,
+        dp: &mut fwc_runtime::datapath::Datapath,
+        args: &[String],
+    ) -> fwc_runtime::control::Reply {
+        use fwc_compiler::edit::Command;
+        let cmd = fwc_compiler::edit::parse_command(args)?;
+        if let Command::List {
+            chain,
+            line_numbers,
+            verbose,
+        } = &cmd
+        {
+            return match &self.doc {
+                Some(doc) => Ok(list_source(
+                    dp,
+                    doc,
+                    doc.chains(chain.as_ref(), &table_of(args))?,
+                    *line_numbers,
+                    *verbose,
+                )),
+                // an artefact: the running program's rules, as it runs them
+                None => fwc_runtime::control::list_chains(
+                    dp,
+                    *line_numbers,
+                    *verbose,
+                    chain.as_ref().map(|c| c.display()).as_deref(),
+                ),
+            };
+        }
+        let doc = self.doc.as_ref().ok_or(
+            "this datapath keeps no rule-set source to edit (it was started from an artefact)",
+        )?;
+        match &cmd {
+            Command::Show(c, table) => doc.show(c.as_ref(), table),
+            Command::Check(c, spec) => {
+                if doc.contains(c, spec)? {
+                    Ok(String::new())
+                } else {
+                    Err("Bad rule (does a matching rule exist in that chain?)".into())
+                }
+            }
+            _ => {
+                let text = doc.apply(&cmd)?;
+                let jit = self.compile_text(&doc.path, &text)?;
+                dp.replace_program(jit);
+                if let Some(d) = self.doc.as_mut() {
+                    d.text = text;
+                }
+                Ok(String::new())
+            }
+        }
+    }
+
+    fn save(&self) -> fwc_runtime::control::Reply {
+        self.doc.as_ref().map(|d| d.text.clone()).ok_or_else(|| {
+            "this datapath keeps no rule-set source (it was started from an artefact)".into()
+        })
+    }
+}
+
+/// The table a `fwc rules` command names (`-t`), filter when none.
+fn table_of(args: &[String]) -> String {
+    args.iter()
+        .position(|a| a == "-t" || a == "--table")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "filter".into())
+}
+
+/// `fwc rules -L`: the rule set's chains as written, numbered as `-D`/`-I`/`-R` count, with
+/// the packets and bytes the running program counted for each rule (by its source line;
+/// the optimizer may have removed a dead rule, which then shows 0) and each policy.
+fn list_source(
+    dp: &fwc_runtime::datapath::Datapath,
+    doc: &fwc_compiler::edit::Document,
+    chains: Vec<fwc_compiler::edit::ChainView>,
+    line_numbers: bool,
+    verbose: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let p = dp.program();
+    let root = doc.path.to_string_lossy();
+    let rules = dp.rule_counters();
+    let mut by_line: std::collections::HashMap<u32, (u64, u64)> = Default::default();
+    for (id, loc) in p.rule_locs.iter().enumerate() {
+        if p.files.get(loc.file as usize).map(String::as_str) == Some(&*root) {
+            let (pk, by) = rules.get(id).copied().unwrap_or_default();
+            let e = by_line.entry(loc.line).or_default();
+            e.0 += pk;
+            e.1 += by;
+        }
+    }
+    let policies = dp.policy_counters();
+    let mut out = String::new();
+    for (k, c) in chains.iter().enumerate() {
+        if k > 0 {
+            out.push('\n');
+        }
+        if c.base {
+            let (pk, by) = p
+                .chains
+                .iter()
+                .position(|x| x.display_name() == c.name)
+                .and_then(|i| policies.get(i).copied())
+                .unwrap_or_default();
+            let policy = c.policy.as_deref().unwrap_or("accept");
+            if verbose {
+                let _ = writeln!(
+                    out,
+                    "Chain {} (policy {policy} {pk} packets, {by} bytes)",
+                    c.name
+                );
+            } else {
+                let _ = writeln!(out, "Chain {} (policy {policy})", c.name);
+            }
+        } else {
+            let _ = writeln!(out, "Chain {}", c.name);
+        }
+        let num = if line_numbers { "num  " } else { "" };
+        if verbose {
+            let _ = writeln!(out, "{num}{:>10} {:>12}  rule", "pkts", "bytes");
+        } else {
+            let _ = writeln!(out, "{num}rule");
+        }
+        for (i, (line, text)) in c.rules.iter().enumerate() {
+            let num = if line_numbers {
+                format!("{:<5}", i + 1)
+            } else {
+                String::new()
+            };
+            let counts = if verbose {
+                let (pk, by) = by_line.get(line).copied().unwrap_or_default();
+                format!("{pk:>10} {by:>12}  ")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{num}{counts}{text};  # {root}:{line}");
+        }
+    }
+    out
+}
+
 /// Where a live datapath gets its packets.
 enum LiveSource {
     /// NFQUEUE queue numbers
@@ -1453,20 +1812,17 @@ fn cmd_run_live(
         }
     };
     let rules_path = rules.to_path_buf();
-    let mut reload = |path: &Path| -> Result<fwc_jit::JitProgram, String> {
-        load_jit(out, path).map_err(|_| {
-            format!(
-                "`{}` did not compile; the datapath keeps its program",
-                path.display()
-            )
-        })
+    let mut live_rules = LiveRules {
+        out,
+        doc: LiveRules::source_of(rules),
     };
     let mut last_poll = u64::MAX;
     let mut between = |dp: &mut fwc_runtime::datapath::Datapath, now: u64| {
         // the clock goes on without packets: IPVS's rates decay
         dp.advance(now);
         if live::RELOAD.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            match reload(&rules_path) {
+            use fwc_runtime::control::Rules as _;
+            match live_rules.reload(&rules_path) {
                 Ok(jit) => {
                     dp.replace_program(jit);
                     if out.format == Format::Human {
@@ -1479,7 +1835,7 @@ fn cmd_run_live(
         // the socket is looked at once a millisecond, not before every packet
         if now != last_poll {
             last_poll = now;
-            control.poll(dp, now, &mut reload);
+            control.poll(dp, now, &mut live_rules);
         }
     };
     live::stop_on_signals();

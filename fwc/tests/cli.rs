@@ -719,3 +719,48 @@ fn fmt_rewrites_in_place_and_check_reports() {
         "table filter { chain input { tcp dport 22 accept }\n"
     );
 }
+
+#[test]
+fn export_writes_kernel_scripts_and_refuses_what_it_cannot_say() {
+    let o = fwc(&["export", "examples/home-router.fw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let ipt = text(&o.stdout);
+    // built-in chains with their policies, subchains as user chains, a set multiplied out
+    assert!(
+        ipt.contains("*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]"),
+        "{ipt}"
+    );
+    assert!(ipt.contains(":drop-bogons - [0:0]"), "{ipt}");
+    assert!(
+        ipt.contains("-A drop-bogons -i eth0 -s 10.0.0.0/8 -j DROP"),
+        "{ipt}"
+    );
+    assert!(
+        ipt.contains(
+            "-A PREROUTING -i eth0 -d 203.0.113.2/32 -p tcp -m tcp --dport 8080 \
+             -j DNAT --to-destination 10.0.0.10:80"
+        ),
+        "{ipt}"
+    );
+    assert_eq!(ipt.matches("COMMIT").count(), 2, "{ipt}");
+    let o = fwc(&["export", "--target", "nft", "examples/home-router.fw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let nft = text(&o.stdout);
+    assert!(nft.contains("table ip fwc_filter {"), "{nft}");
+    assert!(
+        nft.contains("type filter hook input priority 0; policy drop;"),
+        "{nft}"
+    );
+    assert!(nft.contains("jump drop-bogons"), "{nft}");
+    // an interface name the kernel cannot hold: a clear error naming the rule, exit 1
+    let f = tmp(
+        "longname.fw",
+        "table filter {\n    chain input {\n        iif averyveryverylongname accept;\n    }\n}\n",
+    );
+    let o = fwc(&["export", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(e.contains("longname.fw:3"), "{e}");
+    assert!(e.contains("longer than the kernel's 15 characters"), "{e}");
+    assert!(o.stdout.is_empty());
+}

@@ -10,8 +10,11 @@
 //! A custom harness: without root it prints why it skips and counts the tests as skipped,
 //! never as passed.
 
+#[path = "support/root_harness.rs"]
+mod harness;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Net {
@@ -20,25 +23,8 @@ struct Net {
     s: String,
 }
 
-fn sh(ns: Option<&str>, args: &[&str]) -> Output {
-    let mut cmd = match ns {
-        Some(n) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", n]);
-            c.args(args);
-            c
-        }
-        None => {
-            let mut c = Command::new(args[0]);
-            c.args(&args[1..]);
-            c
-        }
-    };
-    cmd.output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
 fn ok(ns: Option<&str>, args: &[&str]) {
-    let o = sh(ns, args);
+    let o = harness::sh(ns, args);
     assert!(
         o.status.success(),
         "{ns:?} {args:?}: {}",
@@ -133,7 +119,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for x in [&self.c, &self.f, &self.s] {
-            let _ = sh(None, &["ip", "netns", "del", x]);
+            let _ = harness::sh(None, &["ip", "netns", "del", x]);
         }
     }
 }
@@ -178,7 +164,7 @@ except Exception as e:
     print("error:", type(e).__name__)
 "#
     );
-    let o = sh(Some(ns), &["python3", "-c", &py]);
+    let o = harness::sh(Some(ns), &["python3", "-c", &py]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -226,7 +212,7 @@ for i in range({n}):
     s.close()
 "#
     );
-    let o = sh(Some(ns), &["python3", "-c", &py]);
+    let o = harness::sh(Some(ns), &["python3", "-c", &py]);
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(str::to_string)
@@ -253,7 +239,7 @@ try:
 except Exception as e:
     print("error:", type(e).__name__)
 "#;
-    let o = sh(Some(ns), &["python3", "-c", py]);
+    let o = harness::sh(Some(ns), &["python3", "-c", py]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -282,7 +268,7 @@ fn nfqueue_filters_real_traffic() -> Result<(), String> {
     let allowed = tcp_from_client(&net.c, SERVER, 80, "");
     let blocked = tcp_from_client(&net.c, SERVER, 81, "");
     let dns = udp_from_client(&net.c);
-    let ping = sh(
+    let ping = harness::sh(
         Some(&net.c),
         &["ping", "-c", "2", "-W", "2", "198.51.100.2"],
     );
@@ -910,6 +896,136 @@ fn control_socket_and_reload_under_traffic() -> Result<(), String> {
     Ok(())
 }
 
+/// `fwc rules` and `fwc save` on a running datapath: iptables-style edits of its rule set,
+/// each swapped in between two packets and seen by real connections.
+fn iptables_style_commands_on_the_running_rule_set() -> Result<(), String> {
+    let net = Net::new();
+    let tmp = std::env::temp_dir();
+    let id = std::process::id();
+    let rules = tmp.join(format!("fwc-netns-rules-{id}.fw"));
+    let socket = tmp.join(format!("fwc-netns-rules-{id}.sock"));
+    std::fs::write(&rules, RULES).unwrap();
+    let mut fw = spawn_fwc(&net.f, &rules, &socket, &[]);
+    let srv = echo_server(&net.s, 20);
+    std::thread::sleep(Duration::from_millis(700));
+    // `--socket` before the command: everything after `rules` is the command
+    let ctl = |a: &[&str]| {
+        let o = Command::new(fwc_bin())
+            .args(["rules", "--socket"])
+            .arg(&socket)
+            .args(a)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let result = (|| -> Result<(), String> {
+        if tcp_from_client(&net.c, SERVER, 81, "hi") == "hi" {
+            return Err("tcp/81 passes before any rule allows it".into());
+        }
+        // append a rule: tcp/81 now passes
+        let (st, _, err) = ctl(&["-A", "forward", "iif f0 oif f1 tcp dport 81 accept"]);
+        if st != 0 {
+            return Err(format!("-A: status {st}: {err}"));
+        }
+        let to81 = tcp_from_client(&net.c, SERVER, 81, "hi");
+        if to81 != "hi" {
+            return Err(format!("after -A tcp/81 should pass: {to81:?}"));
+        }
+        // -C says whether a rule is there, as iptables does (exit 1 when not)
+        let (st, _, _) = ctl(&["-C", "forward", "iif f0 oif f1 tcp dport 81 accept"]);
+        let (st2, _, err2) = ctl(&["-C", "forward", "tcp dport 82 accept"]);
+        if st != 0 || st2 != 1 || !err2.contains("Bad rule") {
+            return Err(format!("-C: {st} then {st2}: {err2}"));
+        }
+        // the listing numbers rules as -D counts them, with what each counted
+        let (st, list, err) = ctl(&["-L", "forward", "--line-numbers", "-v"]);
+        let line81 = list
+            .lines()
+            .find(|l| l.contains("tcp dport 81 accept"))
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>());
+        match line81.as_deref() {
+            Some(["5", pkts]) if st == 0 && pkts.parse::<u64>().is_ok_and(|n| n >= 1) => {}
+            _ => return Err(format!("-L: status {st}\n{list}{err}")),
+        }
+        if !list.starts_with("Chain filter/forward (policy drop ") {
+            return Err(format!("-L header:\n{list}"));
+        }
+        // insert a drop for tcp/80 in front: new connections to 80 stop
+        let (st, _, err) = ctl(&["-I", "forward", "2", "tcp dport 80 drop"]);
+        if st != 0 {
+            return Err(format!("-I: status {st}: {err}"));
+        }
+        let to80 = tcp_from_client(&net.c, SERVER, 80, "hi");
+        if !to80.starts_with("error:") {
+            return Err(format!("after -I tcp/80 should be dropped: {to80:?}"));
+        }
+        // a rule that does not check is refused, and nothing changes
+        let (st, _, err) = ctl(&["-A", "forward", "tcp dport 99999 accept"]);
+        if st != 1 || !err.contains("nothing changed") {
+            return Err(format!("a bad rule: status {st}: {err}"));
+        }
+        // delete by number: tcp/80 passes again
+        let (st, _, err) = ctl(&["-D", "forward", "2"]);
+        let to80 = tcp_from_client(&net.c, SERVER, 80, "hi");
+        if st != 0 || to80 != "hi" {
+            return Err(format!("-D 2: status {st} {err}; tcp/80: {to80:?}"));
+        }
+        // a subchain, jumped to; renamed; the policy set
+        for a in [
+            &["-N", "web"][..],
+            &["-A", "web", "tcp dport 8080 accept"],
+            &["-I", "forward", "1", "iif f0 jump web"],
+            &["-E", "web", "www"],
+            &["-P", "forward", "DROP"],
+        ] {
+            let (st, _, err) = ctl(a);
+            if st != 0 {
+                return Err(format!("{a:?}: status {st}: {err}"));
+            }
+        }
+        let (st, shown, _) = ctl(&["-S", "www"]);
+        if st != 0 || !shown.contains("chain www {") || !shown.contains("tcp dport 8080 accept;") {
+            return Err(format!("-S www: {st}\n{shown}"));
+        }
+        // save: the running rule set as fw source, which checks as it is
+        let (st, saved, err) = fwc_ctl(&["save"], &socket);
+        if st != 0
+            || !saved.contains("iif f0 jump www;")
+            || !saved.contains("tcp dport 81 accept;")
+            || saved.contains("tcp dport 80 drop")
+        {
+            return Err(format!("save: status {st} {err}\n{saved}"));
+        }
+        let f = tmp.join(format!("fwc-netns-saved-{id}.fw"));
+        std::fs::write(&f, &saved).unwrap();
+        let o = Command::new(fwc_bin())
+            .args(["check", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&f);
+        if !o.status.success() {
+            return Err(format!(
+                "the saved rule set does not check:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        // flush: the chain is empty, the policy drops
+        let (st, _, err) = ctl(&["-F", "forward"]);
+        let to81 = tcp_from_client(&net.c, SERVER, 81, "hi");
+        if st != 0 || !to81.starts_with("error:") {
+            return Err(format!("-F: status {st} {err}; tcp/81: {to81:?}"));
+        }
+        Ok(())
+    })();
+    let out = stop(&mut fw, srv);
+    let _ = std::fs::remove_file(&rules);
+    result.map_err(|e| format!("{e}\nfwc stdout:\n{}\nfwc stderr:\n{}", out.0, out.1))
+}
+
 /// Stops fwc with SIGTERM (it prints its statistics and tables) and the server; fwc's
 /// (stdout, stderr).
 fn stop(fw: &mut Child, srv: Child) -> (String, String) {
@@ -945,21 +1061,8 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> (String, String) {
     (so, se)
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-type Test = fn() -> Result<(), String>;
-
 fn main() {
-    let tests: [(&str, Test); 8] = [
+    let tests: &[(&str, harness::Test)] = &[
         ("nfqueue_filters_real_traffic", nfqueue_filters_real_traffic),
         (
             "nfqueue_nat_seen_from_both_sides",
@@ -983,31 +1086,10 @@ fn main() {
             "nfqueue_two_queues_one_worker_each",
             nfqueue_two_queues_one_worker_each,
         ),
+        (
+            "iptables_style_commands_on_the_running_rule_set",
+            iptables_style_commands_on_the_running_rule_set,
+        ),
     ];
-    if !is_root() {
-        println!("netns tests skipped: they need root (network namespaces, iptables, NFQUEUE)");
-        println!("netns: 0 passed, 0 failed, {} skipped", tests.len());
-        return;
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, t) in tests {
-        match std::panic::catch_unwind(t) {
-            Ok(Ok(())) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Ok(Err(why)) => {
-                println!("test {name} ... FAILED\n{why}");
-                failed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (panicked)");
-                failed += 1;
-            }
-        }
-    }
-    println!("netns: {passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    harness::run("netns", "network namespaces, iptables, NFQUEUE", tests);
 }

@@ -44,6 +44,10 @@ pub enum Request {
     Counters,
     /// compile this file (source or artefact) and swap it in
     Reload(PathBuf),
+    /// `fwc rules ARGS`: an iptables-style command on the running rule set
+    Rules(Vec<String>),
+    /// `fwc save`: the running rule set as fw source
+    Save,
 }
 
 impl Request {
@@ -62,6 +66,10 @@ impl Request {
             Request::List { line_numbers: true } => "list --line-numbers".into(),
             Request::Counters => "counters --json".into(),
             Request::Reload(p) => format!("reload {}", p.display()),
+            // arguments may hold spaces and quotes: tab-separated (a tab or newline in one
+            // is refused by the client)
+            Request::Rules(args) => format!("rules\t{}", args.join("\t")),
+            Request::Save => "save".into(),
         }
     }
 
@@ -80,6 +88,13 @@ impl Request {
             },
             "list --line-numbers" => Request::List { line_numbers: true },
             "counters --json" => Request::Counters,
+            "save" => Request::Save,
+            _ if line.starts_with("rules\t") => Request::Rules(
+                line["rules\t".len()..]
+                    .split('\t')
+                    .map(str::to_string)
+                    .collect(),
+            ),
             _ => Request::Reload(PathBuf::from(line.strip_prefix("reload ")?)),
         })
     }
@@ -87,6 +102,31 @@ impl Request {
 
 /// The answer to a request: success and the text to print, or the error.
 pub type Reply = Result<String, String>;
+
+/// What the datapath's owner does for the requests about its program: compile a file for
+/// `reload`, and, when it keeps the rule set's source, edit it (`fwc rules`) and give it back
+/// (`fwc save`). A closure that compiles a file is enough for the first alone.
+pub trait Rules {
+    /// Compiles `path` (source or artefact) into a program to swap in.
+    fn reload(&mut self, path: &Path) -> Result<fwc_jit::JitProgram, String>;
+    /// `fwc rules ARGS`; a changed rule set is swapped into `dp` before the reply.
+    fn command(&mut self, _dp: &mut Datapath, _args: &[String]) -> Reply {
+        Err(
+            "this datapath keeps no rule-set source to edit (it was started from an artefact)"
+                .into(),
+        )
+    }
+    /// `fwc save`: the running rule set as fw source.
+    fn save(&self) -> Reply {
+        Err("this datapath keeps no rule-set source (it was started from an artefact)".into())
+    }
+}
+
+impl<F: FnMut(&Path) -> Result<fwc_jit::JitProgram, String>> Rules for F {
+    fn reload(&mut self, path: &Path) -> Result<fwc_jit::JitProgram, String> {
+        self(path)
+    }
+}
 
 /// The listening side, owned by the datapath's loop.
 pub struct Control {
@@ -120,13 +160,8 @@ impl Control {
     }
 
     /// Serves every request waiting, without blocking when there is none. `now` is the
-    /// datapath's clock (ms); `reload` compiles a file into a new program.
-    pub fn poll(
-        &mut self,
-        dp: &mut Datapath,
-        now: u64,
-        reload: &mut dyn FnMut(&Path) -> Result<fwc_jit::JitProgram, String>,
-    ) {
+    /// datapath's clock (ms); `rules` compiles files and edits the rule set.
+    pub fn poll(&mut self, dp: &mut Datapath, now: u64, rules: &mut dyn Rules) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -135,7 +170,7 @@ impl Control {
                 Err(_) => return,
             };
             // a client that stalls cannot hold the datapath for long
-            let _ = serve(stream, |req| handle(req, dp, now, reload));
+            let _ = serve(stream, |req| handle(req, dp, now, rules));
         }
     }
 }
@@ -168,12 +203,7 @@ fn serve(stream: UnixStream, mut f: impl FnMut(Request) -> Reply) -> io::Result<
 }
 
 /// Answers one request against the datapath.
-pub fn handle(
-    req: Request,
-    dp: &mut Datapath,
-    now: u64,
-    reload: &mut dyn FnMut(&Path) -> Result<fwc_jit::JitProgram, String>,
-) -> Reply {
+pub fn handle(req: Request, dp: &mut Datapath, now: u64, rules: &mut dyn Rules) -> Reply {
     match req {
         Request::ConntrackList => {
             let list = dp.ct.list(now);
@@ -197,10 +227,12 @@ pub fn handle(
         Request::List { line_numbers } => Ok(list_rules(dp, line_numbers)),
         Request::Counters => Ok(counters_json(dp)),
         Request::Reload(path) => {
-            let jit = reload(&path)?;
+            let jit = rules.reload(&path)?;
             dp.replace_program(jit);
             Ok(String::new())
         }
+        Request::Rules(args) => rules.command(dp, &args),
+        Request::Save => rules.save(),
     }
 }
 
@@ -208,16 +240,27 @@ pub fn handle(
 /// shows them: per chain a header, then one line per rule with its packets and bytes, the
 /// rule in the IR's text form and its source location.
 pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
+    list_chains(dp, line_numbers, true, None).unwrap_or_default()
+}
+
+/// `fwc rules -L [CHAIN] [--line-numbers] [-v]`: as `fwc list`, for one chain (`filter/input`
+/// or a subchain's name, every instance of it) or all, counters only with `verbose`.
+pub fn list_chains(dp: &Datapath, line_numbers: bool, verbose: bool, chain: Option<&str>) -> Reply {
     use fwc_compiler::ir::{rule_text, ChainKind, Policy};
     use std::fmt::Write as _;
     let p = dp.program();
     let counters = dp.rule_counters();
     let policies = dp.policy_counters();
     let mut out = String::new();
+    let mut shown = 0;
     for (i, c) in p.chains.iter().enumerate() {
-        if i > 0 {
+        if chain.is_some_and(|want| want != c.display_name() && want != c.name) {
+            continue;
+        }
+        if shown > 0 {
             out.push('\n');
         }
+        shown += 1;
         match &c.kind {
             ChainKind::Base { policy, .. } => {
                 let policy = match policy {
@@ -236,7 +279,11 @@ pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
             }
         }
         let num = if line_numbers { "num  " } else { "" };
-        let _ = writeln!(out, "{num}{:>10} {:>12}  rule", "pkts", "bytes");
+        if verbose {
+            let _ = writeln!(out, "{num}{:>10} {:>12}  rule", "pkts", "bytes");
+        } else {
+            let _ = writeln!(out, "{num}rule");
+        }
         for (k, r) in c.rules.iter().enumerate() {
             let (pk, by) = counters.get(r.id.0 as usize).copied().unwrap_or_default();
             let num = if line_numbers {
@@ -244,15 +291,23 @@ pub fn list_rules(dp: &Datapath, line_numbers: bool) -> String {
             } else {
                 String::new()
             };
+            let counts = if verbose {
+                format!("{pk:>10} {by:>12}  ")
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "{num}{pk:>10} {by:>12}  {}  # {}",
+                "{num}{counts}{}  # {}",
                 rule_text(p, r),
                 p.rule_location(r.id)
             );
         }
     }
-    out
+    match chain {
+        Some(c) if shown == 0 => Err(format!("no chain `{c}`")),
+        _ => Ok(out),
+    }
 }
 
 /// The rules' counters as JSON: `{"rules":[{"location":"FILE:LINE","chain":...,"packets":N,

@@ -1802,7 +1802,19 @@ impl JitProgram {
                         // interface bit sets (sized for every pattern), and calls back with
                         // `ctx.env`, which points to `env`, alive until the end of this
                         // function.
+                        // before conntrack (raw) there is no connection: `ct state` is
+                        // invalid, or untracked once `notrack` ran (the interpreter's rule)
+                        let before_ct =
+                            (e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY).then_some(ctx.ct);
+                        if before_ct.is_some() && ctx.ct != u32::from(ct::UNTRACKED) {
+                            ctx.ct = u32::from(ct::INVALID);
+                        }
                         let r = unsafe { f(&mut ctx) };
+                        if let Some(b) = before_ct {
+                            if ctx.ct != u32::from(ct::UNTRACKED) {
+                                ctx.ct = b;
+                            }
+                        }
                         last = ctx.rule;
                         // no rule decided: the chain's policy did
                         if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {

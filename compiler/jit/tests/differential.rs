@@ -11,24 +11,8 @@ use fwc_compiler::loader::MemFiles;
 use fwc_jit::{JitProgram, Options};
 use proptest::prelude::*;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-    fn chance(&mut self, pct: usize) -> bool {
-        self.below(100) < pct
-    }
-}
+use fwc_compiler::gen::random::{self, Pools, L4};
+use fwc_compiler::gen::Rng;
 
 const ADDRS: &[&str] = &[
     "10.0.0.1", "10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "192.0.2.7", "198.51.100.0/25",
@@ -54,70 +38,18 @@ const STATES: &[&str] = &[
     "established,related",
 ];
 
-#[derive(Clone, Copy, PartialEq)]
-enum L4 {
-    Tcp,
-    Udp,
-    Icmp,
-    Any,
-}
+const POOLS: Pools = Pools {
+    addrs: ADDRS,
+    ports: PORTS,
+    ifaces: IFACES,
+    states: STATES,
+    limits: &["1/second", "10/minute"],
+    probabilities: &["0.5", "0.1", "0", "1"],
+    protos: &["tcp", "{ tcp, udp }", "47"],
+};
 
 fn matches(r: &mut Rng, l4: L4) -> Vec<String> {
-    let mut m = Vec::new();
-    let neg = |r: &mut Rng| if r.chance(25) { "!= " } else { "" };
-    for _ in 0..r.below(4) {
-        let s = match r.below(11) {
-            0 => format!("ip saddr {}{}", neg(r), r.pick(ADDRS)),
-            1 => format!("ip daddr {}{}", neg(r), r.pick(ADDRS)),
-            2 => format!("iif {}{}", neg(r), r.pick(IFACES)),
-            3 => format!("oif {}{}", neg(r), r.pick(IFACES)),
-            4 => format!("ct state {}{}", neg(r), r.pick(STATES)),
-            5 => format!(
-                "mark {}{}",
-                neg(r),
-                r.pick(&["0x1", "0x2-0x10", "{ 0x1, 0x7 }"])
-            ),
-            6 if r.chance(30) => format!("limit {}{}", neg(r), r.pick(&["1/second", "10/minute"])),
-            7 if r.chance(30) => format!(
-                "statistic probability {}",
-                r.pick(&["0.5", "0.1", "0", "1"])
-            ),
-            8 => match l4 {
-                L4::Tcp => format!("tcp dport {}{}", neg(r), r.pick(PORTS)),
-                L4::Udp => format!("udp sport {}{}", neg(r), r.pick(PORTS)),
-                L4::Icmp => format!(
-                    "icmp type {}{}",
-                    neg(r),
-                    r.pick(&["echo-request", "{ 0, 3, 11 }", "8"])
-                ),
-                L4::Any if m.iter().any(|x: &String| x.starts_with("ip protocol")) => continue,
-                L4::Any => format!(
-                    "ip protocol {}{}",
-                    neg(r),
-                    r.pick(&["tcp", "{ tcp, udp }", "47"])
-                ),
-            },
-            9 if l4 == L4::Tcp => format!(
-                "tcp flags {}{}",
-                neg(r),
-                r.pick(&["syn / syn,ack", "ack", "fin,ack / fin,ack,rst"])
-            ),
-            _ => match l4 {
-                L4::Tcp => format!("tcp sport {}", r.pick(PORTS)),
-                L4::Udp => format!("udp dport {}", r.pick(PORTS)),
-                L4::Icmp => "icmp".to_string(),
-                L4::Any => continue,
-            },
-        };
-        m.push(s);
-    }
-    match l4 {
-        L4::Tcp if !m.iter().any(|x| x.starts_with("tcp")) => m.insert(0, "tcp".into()),
-        L4::Udp if !m.iter().any(|x| x.starts_with("udp")) => m.insert(0, "udp".into()),
-        L4::Icmp if !m.iter().any(|x| x.starts_with("icmp")) => m.insert(0, "icmp".into()),
-        _ => {}
-    }
-    m
+    random::matches(r, l4, &POOLS, true, true)
 }
 
 /// A random but always valid program: `subs` subchains with parameters (a chain only calls
@@ -125,48 +57,15 @@ fn matches(r: &mut Rng, l4: L4) -> Vec<String> {
 fn program(r: &mut Rng) -> String {
     let mut s =
         String::from("interface eth0 address 203.0.113.1;\ninterface eth1 address 10.0.0.1;\n");
-    let subs = 1 + r.below(4);
-    for i in 0..subs {
-        s.push_str(&format!("chain s{i}(a: set<ip>, p: port) {{\n"));
-        for _ in 0..1 + r.below(5) {
-            let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Icmp, L4::Any]);
-            let mut m = matches(r, l4);
-            if r.chance(40) {
-                m.push("ip saddr $a".into());
-            }
-            if r.chance(30) && l4 == L4::Tcp {
-                m.push("tcp dport $p".into());
-            }
-            let mut st: Vec<String> = Vec::new();
-            if r.chance(30) {
-                st.push(
-                    r.pick(&["counter", "log prefix \"s \"", "mark set 0x7", "audit"])
-                        .to_string(),
-                );
-            }
-            let later = i + 1 < subs;
-            let t = match r.below(if later { 7 } else { 5 }) {
-                0 => "accept".to_string(),
-                1 => "drop".to_string(),
-                2 => "return".to_string(),
-                3 => format!("queue num {}", r.below(3)),
-                4 => String::new(),
-                5 => format!(
-                    "jump s{}({{ 10.0.0.1 }}, 22)",
-                    i + 1 + r.below(subs - i - 1)
-                ),
-                _ => format!("goto s{}($a, $p)", i + 1 + r.below(subs - i - 1)),
-            };
-            if !t.is_empty() {
-                st.push(t);
-            }
-            if st.is_empty() {
-                st.push("counter".into());
-            }
-            s.push_str(&format!("    {} {};\n", m.join(" "), st.join(" ")));
-        }
-        s.push_str("}\n");
-    }
+    let subs = 1 + r.index(4);
+    s.push_str(&random::subchains(
+        r,
+        subs,
+        &POOLS,
+        &["counter", "log prefix \"s \"", "mark set 0x7", "audit"],
+        &|r: &mut Rng| format!("queue num {}", r.index(3)),
+        "10.0.0.1",
+    ));
     let tables: &[(&str, &[&str])] = &[
         ("raw", &["prerouting", "output"]),
         (
@@ -187,7 +86,7 @@ fn program(r: &mut Rng) -> String {
             s.push_str(&format!("  chain {h}{pol} {{\n"));
             // a long run of plain 5-tuple rules now and then, for the decision trees
             if *t == "filter" && r.chance(40) {
-                for _ in 0..20 + r.below(40) {
+                for _ in 0..20 + r.index(40) {
                     let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Any]);
                     let mut m = Vec::new();
                     if r.chance(60) {
@@ -220,7 +119,7 @@ fn program(r: &mut Rng) -> String {
                     s.push_str(&format!("    {} {v};\n", m.join(" ")));
                 }
             }
-            for _ in 0..r.below(7) {
+            for _ in 0..r.index(7) {
                 let l4 = *r.pick(&[L4::Tcp, L4::Udp, L4::Icmp, L4::Any]);
                 let m = matches(r, l4);
                 let mut st: Vec<String> = Vec::new();
@@ -254,12 +153,12 @@ fn program(r: &mut Rng) -> String {
                             "reject with icmp host-prohibited".into()
                         }
                     }
-                    _ => match r.below(8) {
+                    _ => match r.index(8) {
                         0 | 6 => "accept".into(),
-                        7 => format!("queue num {}{}", r.below(4), if r.chance(50) { " bypass" } else { "" }),
+                        7 => format!("queue num {}{}", r.index(4), if r.chance(50) { " bypass" } else { "" }),
                         1 => "drop".into(),
-                        2 => format!("jump s{}({}, {})", r.below(subs), r.pick(&["{ 10.0.0.1 }", "{ 192.0.2.0/24, 10.0.0.9 }"]), r.pick(&["22", "80"])),
-                        3 => format!("goto s{}({{ 198.51.100.1 }}, 443)", r.below(subs)),
+                        2 => format!("jump s{}({}, {})", r.index(subs), r.pick(&["{ 10.0.0.1 }", "{ 192.0.2.0/24, 10.0.0.9 }"]), r.pick(&["22", "80"])),
+                        3 => format!("goto s{}({{ 198.51.100.1 }}, 443)", r.index(subs)),
                         4 if l4 == L4::Tcp => "tcp dport vmap { 22 : accept, 80 : drop, 1000-2000 : jump s0({ 10.0.0.1 }, 22) }".replace("tcp dport vmap", "__VMAP__"),
                         _ => "return".into(),
                     },
@@ -313,12 +212,12 @@ fn packet(r: &mut Rng) -> (PathKind, Vec<u8>, Meta) {
         ..Packet::default()
     };
     let mut raw = p.to_raw();
-    match r.below(12) {
-        0 => raw.truncate(r.below(raw.len() + 1)), // truncated anywhere
+    match r.index(12) {
+        0 => raw.truncate(r.index(raw.len() + 1)), // truncated anywhere
         1 => raw[0] = 0x65,                        // IPv6 version nibble
         2 => raw[0] = 0x44,                        // header length below 20
         3 => raw[3] = raw[3].wrapping_add(9),      // total length beyond the data
-        4 => raw[6] = 0x20 | (r.below(2) as u8),   // a fragment (MF, maybe offset)
+        4 => raw[6] = 0x20 | (r.index(2) as u8),   // a fragment (MF, maybe offset)
         5 => {
             let l = raw.len() as u16 - 3; // total length cuts the transport header
             raw[2..4].copy_from_slice(&l.to_be_bytes());
@@ -376,7 +275,7 @@ fn interp_logs(o: &interp::Outcome) -> Vec<RuleId> {
 }
 
 fn check_program(seed: u64, packets: usize) {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let src = program(&mut r);
     let c = fwc_compiler::compile_source("diff.fw", &src, &MemFiles::default());
     assert!(
@@ -411,10 +310,10 @@ fn check_program(seed: u64, packets: usize) {
     .unwrap();
     for k in 0..packets {
         let (path, raw, meta) = packet(&mut r);
-        let coin_seed = r.next() | 1;
-        let want = interp::run_raw(p, path, &raw, &meta, &mut Coins(Rng(coin_seed)));
+        let coin_seed = r.next_u64() | 1;
+        let want = interp::run_raw(p, path, &raw, &meta, &mut Coins(Rng::new(coin_seed)));
         for (name, jit) in [("jit", &mut plain), ("jit+trees", &mut trees)] {
-            let got = jit.classify(path, &raw, &meta, &mut Coins(Rng(coin_seed)));
+            let got = jit.classify(path, &raw, &meta, &mut Coins(Rng::new(coin_seed)));
             match (&want, &got) {
                 (Ok(w), Ok(g)) => {
                     let ctx = || {
@@ -510,7 +409,7 @@ fn the_generator_reaches_every_outcome() {
     let mut fates = std::collections::BTreeMap::new();
     let (mut errors, mut malformed, mut tree_rules, mut logs, mut nat) = (0, 0, 0, 0, 0);
     for seed in 1..=24u64 {
-        let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut r = Rng::new(seed);
         let src = program(&mut r);
         let c = fwc_compiler::compile_source("diff.fw", &src, &MemFiles::default());
         let p = &c.checked.as_ref().expect("valid program").program;
@@ -531,7 +430,7 @@ fn the_generator_reaches_every_outcome() {
             if Packet::from_raw(&raw, &meta).is_none() {
                 malformed += 1;
             }
-            match jit.classify(path, &raw, &meta, &mut Coins(Rng(r.next() | 1))) {
+            match jit.classify(path, &raw, &meta, &mut Coins(Rng::new(r.next_u64()))) {
                 Ok(o) => {
                     *fates.entry(o.fate.name()).or_insert(0) += 1;
                     logs += o.logs.len();
@@ -620,7 +519,7 @@ fn long_differential_run() {
 /// redundant rule's packets are decided by a later rule or the policy). Checked with the
 /// optimized program run by the JIT against the original run by the interpreter.
 fn check_optimizer(seed: u64, packets: usize) {
-    let mut r = Rng(seed | 1);
+    let mut r = Rng::new(seed);
     let src = program(&mut r);
     let c = fwc_compiler::compile_source("opt.fw", &src, &MemFiles::default());
     let p = &c.checked.as_ref().expect("valid program").program;
@@ -630,7 +529,7 @@ fn check_optimizer(seed: u64, packets: usize) {
         rules: (0..p.rule_count())
             .map(|i| fwc_compiler::opt::ProfileEntry {
                 location: p.rule_location(RuleId(i as u32)),
-                packets: r.next() % 1000,
+                packets: r.next_u64() % 1000,
             })
             .collect(),
     };
