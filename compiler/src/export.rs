@@ -47,17 +47,28 @@ pub struct KernelRule {
 #[derive(Debug, Clone)]
 pub struct Export {
     pub text: String,
-    /// iptables only: every kernel rule in the order of the script (which is the order of
-    /// each chain's rules), for reading kernel counters back; the one rule fwc adds of its
-    /// own, last in a nat chain to keep conntrack on, is not listed
+    /// every kernel rule in the order of the script (which is the order of each chain's
+    /// rules), for reading kernel counters back; the one rule fwc adds of its own, last in
+    /// a nat chain to keep conntrack on, is not listed
     pub rules: Vec<KernelRule>,
 }
 
 /// Writes `p` for `target`.
 pub fn export(p: &Program, target: Target) -> Result<Export, Vec<ExportError>> {
+    export_with(p, target, false)
+}
+
+/// As [`export`]; with `counters`, every nft rule gets a `counter` (iptables rules always
+/// count).
+pub fn export_with(
+    p: &Program,
+    target: Target,
+    counters: bool,
+) -> Result<Export, Vec<ExportError>> {
     let mut x = Exporter {
         p,
         target,
+        counters,
         out: String::new(),
         rules: Vec::new(),
         errors: Vec::new(),
@@ -369,6 +380,8 @@ impl Norm {
 struct Exporter<'a> {
     p: &'a Program,
     target: Target,
+    /// nft: a `counter` on every rule
+    counters: bool,
     out: String,
     rules: Vec<KernelRule>,
     errors: Vec<ExportError>,
@@ -646,8 +659,14 @@ impl Exporter<'_> {
                     }
                 );
             }
-            for (line, _, _) in &c.lines {
+            for (line, rule, exact) in &c.lines {
                 let _ = writeln!(self.out, "        {line}");
+                self.rules.push(KernelRule {
+                    table,
+                    chain: c.name.clone(),
+                    rule: *rule,
+                    exact: *exact,
+                });
             }
             if i == 0 && table == Table::Nat && !tracks(self.p) {
                 let _ = writeln!(
@@ -1578,8 +1597,11 @@ impl Exporter<'_> {
             ));
         }
         for p in &n.stats {
+            // a sure match needs no test (and nft refuses a bound beyond the modulus)
             let k = (p * 1_000_000.0).round() as u64;
-            m.push(format!("numgen random mod 1000000 < {k}"));
+            if k < 1_000_000 {
+                m.push(format!("numgen random mod 1000000 < {k}"));
+            }
         }
         for &(neg, rate, per, burst) in &n.limits {
             let unit = rate_unit(per).ok_or("a limit per this period has no nft unit")?;
@@ -1593,6 +1615,10 @@ impl Exporter<'_> {
             st.push(self.nft_stmt(s, names, stmts)?);
         }
         st.retain(|s| !s.is_empty());
+        if self.counters {
+            st.retain(|s| s != "counter");
+            st.insert(0, "counter".into());
+        }
         let mut body = m.join(" ");
         for s in st {
             if !body.is_empty() {

@@ -188,6 +188,9 @@ enum Cmd {
         /// Output file (default: standard output)
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// nft: a counter on every rule (iptables rules always count)
+        #[arg(long)]
+        counters: bool,
     },
     /// The packets whose verdict or rewrite changes between two programs (exit 1 if any)
     Diff {
@@ -519,7 +522,8 @@ fn real_main() -> ExitCode {
             target,
             file,
             output,
-        } => cmd_export(&out, target, &file, output.as_deref()),
+            counters,
+        } => cmd_export(&out, target, &file, output.as_deref(), counters),
         Cmd::Diff { old, new, max } => cmd_diff(&out, &old, &new, max),
         Cmd::Fmt { check, files } => cmd_fmt(&out, check, &files),
         Cmd::Lsp => match lsp::run() {
@@ -1142,7 +1146,13 @@ fn cmd_import(out: &Out, from: ImportFrom, file: &Path, output: Option<&Path>) -
     write_output(out, &fw, output)
 }
 
-fn cmd_export(out: &Out, target: ExportTarget, file: &Path, output: Option<&Path>) -> ExitCode {
+fn cmd_export(
+    out: &Out,
+    target: ExportTarget,
+    file: &Path,
+    output: Option<&Path>,
+    counters: bool,
+) -> ExitCode {
     let c = match compile(out, file) {
         Ok(c) => c,
         Err(code) => return code,
@@ -1154,7 +1164,7 @@ fn cmd_export(out: &Out, target: ExportTarget, file: &Path, output: Option<&Path
         ExportTarget::Iptables => fwc_compiler::export::Target::Iptables,
         ExportTarget::Nft => fwc_compiler::export::Target::Nft,
     };
-    let text = match fwc_compiler::export::export(&checked.program, t) {
+    let text = match fwc_compiler::export::export_with(&checked.program, t, counters) {
         Ok(x) => x.text,
         Err(errs) => {
             for e in &errs {

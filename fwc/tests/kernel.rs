@@ -23,6 +23,7 @@
 #[path = "support/root_harness.rs"]
 mod harness;
 
+use fwc_compiler::export::Target;
 use fwc_compiler::gen::Rng;
 use fwc_compiler::interp::{self, Fate, Packet, PathKind};
 use fwc_compiler::ir::{ct, Hook, Program, RuleId, Table};
@@ -327,16 +328,26 @@ struct Counts {
     rules: HashMap<(String, String), Vec<u64>>,
     delivered: u64,
     sent_out: u64,
+    /// packets that reached the firewall (a counter before every table): so that a packet
+    /// no rule counts, under nft (which keeps no policy counters), still shows it arrived
+    arrived: u64,
 }
 
-fn counts(ns: &str) -> Result<Counts, String> {
+fn counts(ns: &str, target: Target) -> Result<Counts, String> {
+    let rules = match target {
+        Target::Iptables => "iptables-save -c",
+        Target::Nft => "echo '#nft' && nft list ruleset",
+    };
     let o = harness::sh(
         Some(ns),
         &[
             "sh",
             "-c",
-            "iptables-save -c && echo '#snmp' && cat /proc/net/snmp && echo '#tx' && \
-             cat /sys/class/net/fo/statistics/tx_packets",
+            &format!(
+                "{rules} && echo '#snmp' && cat /proc/net/snmp && echo '#tx' && \
+                 cat /sys/class/net/fo/statistics/tx_packets && echo '#witness' && \
+                 nft list table ip witness"
+            ),
         ],
     );
     if !o.status.success() {
@@ -354,14 +365,23 @@ fn counts(ns: &str) -> Result<Counts, String> {
             .and_then(|x| x.parse().ok())
             .unwrap_or(0)
     };
+    let mut chain = String::new();
     for l in text.lines() {
         match l {
+            "#nft" => {
+                part = "nft";
+                continue;
+            }
             "#snmp" => {
                 part = "snmp";
                 continue;
             }
             "#tx" => {
                 part = "tx";
+                continue;
+            }
+            "#witness" => {
+                part = "witness";
                 continue;
             }
             _ => {}
@@ -386,6 +406,32 @@ fn counts(ns: &str) -> Result<Counts, String> {
                     }
                 }
             }
+            // nft: the rules of fwc's tables with their counters, in order (no policy
+            // counters: nft has none)
+            "nft" => {
+                let l = l.trim();
+                if let Some(t) = l.strip_prefix("table ip ") {
+                    table = t
+                        .trim_end_matches(" {")
+                        .strip_prefix("fwc_")
+                        .unwrap_or("")
+                        .to_string();
+                } else if let Some(c) = l.strip_prefix("chain ") {
+                    chain = c.trim_end_matches(" {").trim_matches('"').to_string();
+                } else if let Some(i) = l.find("counter packets ") {
+                    if !table.is_empty() {
+                        let n = l[i + "counter packets ".len()..]
+                            .split_whitespace()
+                            .next()
+                            .and_then(|x| x.parse().ok())
+                            .unwrap_or(0);
+                        c.rules
+                            .entry((table.clone(), chain.clone()))
+                            .or_default()
+                            .push(n);
+                    }
+                }
+            }
             "snmp" if l.starts_with("Ip:") => {
                 let w: Vec<String> = l.split_whitespace().map(String::from).collect();
                 if snmp_head.is_empty() {
@@ -399,6 +445,15 @@ fn counts(ns: &str) -> Result<Counts, String> {
                 }
             }
             "tx" => c.sent_out = l.trim().parse().unwrap_or(0),
+            "witness" => {
+                if let Some(i) = l.find("counter packets ") {
+                    c.arrived = l[i + "counter packets ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|x| x.parse().ok())
+                        .unwrap_or(0);
+                }
+            }
             _ => {}
         }
     }
@@ -515,7 +570,13 @@ struct Tally {
     mismatches: Vec<String>,
 }
 
-fn one_program(k: usize, seed: u64, packets: usize, t: &mut Tally) -> Result<(), String> {
+fn one_program(
+    k: usize,
+    seed: u64,
+    packets: usize,
+    t: &mut Tally,
+    target: Target,
+) -> Result<(), String> {
     let mut r = Rng::new(seed);
     let (src, program) = loop {
         let s = program(&mut r);
@@ -523,17 +584,23 @@ fn one_program(k: usize, seed: u64, packets: usize, t: &mut Tally) -> Result<(),
             break (s, p);
         }
     };
-    let x = fwc_compiler::export::export(&program, fwc_compiler::export::Target::Iptables)
+    let x = fwc_compiler::export::export_with(&program, target, true)
         .map_err(|e| format!("program {k} (seed {seed}) did not export: {e:?}\n{src}"))?;
     let net = Net::new(k)?;
     let f = net.f.as_str();
     let path = std::env::temp_dir().join(format!("fwc-kernel-{}-{k}.rules", std::process::id()));
     std::fs::write(&path, &x.text).map_err(|e| e.to_string())?;
-    let o = harness::sh(Some(f), &["iptables-restore", &path.to_string_lossy()]);
+    let file = path.to_string_lossy().to_string();
+    let load: Vec<&str> = match target {
+        Target::Iptables => vec!["iptables-restore", &file],
+        Target::Nft => vec!["nft", "-f", &file],
+    };
+    let o = harness::sh(Some(f), &load);
     let _ = std::fs::remove_file(&path);
     if !o.status.success() {
         return Err(format!(
-            "program {k} (seed {seed}): iptables-restore refused the export: {}\n{}",
+            "program {k} (seed {seed}): {} refused the export: {}\n{}",
+            load[0],
             String::from_utf8_lossy(&o.stderr),
             x.text
         ));
@@ -543,6 +610,14 @@ fn one_program(k: usize, seed: u64, packets: usize, t: &mut Tally) -> Result<(),
         Some(f),
         &["iptables", "-t", "raw", "-A", "OUTPUT", "-j", "DROP"],
     )?;
+    // a counter before every table, so that each packet's arrival shows
+    for cmd in [
+        "add table ip witness",
+        "add chain ip witness pre { type filter hook prerouting priority -400; }",
+        "add rule ip witness pre counter",
+    ] {
+        ok(Some(f), &["nft", cmd])?;
+    }
     // each kernel rule by position in its chain, and the IR rule whose matches it counts
     // (`None` for those that count packets the rule may not match: jumps into helpers)
     let mut map: HashMap<(String, String), Vec<Option<RuleId>>> = HashMap::new();
@@ -566,7 +641,7 @@ fn one_program(k: usize, seed: u64, packets: usize, t: &mut Tally) -> Result<(),
     let mut sender = Sender::new(&net.p)?;
     let mut flows = BTreeSet::new();
     let mut generic = BTreeSet::new();
-    let mut before = counts(f)?;
+    let mut before = counts(f, target)?;
     let mut sent = 0;
     for i in 0..packets * 20 {
         if sent == packets {
@@ -614,21 +689,24 @@ fn one_program(k: usize, seed: u64, packets: usize, t: &mut Tally) -> Result<(),
         sent += 1;
         // wait for the counters to move, then to settle
         let start = Instant::now();
-        let mut after = counts(f)?;
+        let mut after = counts(f, target)?;
         while after == before && start.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(2));
-            after = counts(f)?;
+            after = counts(f, target)?;
         }
         loop {
             std::thread::sleep(Duration::from_millis(3));
-            let again = counts(f)?;
+            let again = counts(f, target)?;
             if again == after {
                 break;
             }
             after = again;
         }
         let kernel = seen_kernel(&before, &after, &map, &bases, path);
-        let ours = seen_interp(&program, &o);
+        let mut ours = seen_interp(&program, &o);
+        if target == Target::Nft {
+            ours.policies.clear(); // nft does not count policies
+        }
         t.packets += 1;
         t.through += usize::from(kernel.through);
         t.ruled += usize::from(!kernel.rules.is_empty());
@@ -656,6 +734,20 @@ fn kernel_vs_interpreter() -> Result<(), String> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
+    differential(Target::Iptables, sets)
+}
+
+/// The same through `nft -f` (every rule with a counter; nft counts no policies), on fewer
+/// programs: `FWC_KERNEL_NFT_SETS` (default 15).
+fn kernel_vs_interpreter_nft() -> Result<(), String> {
+    let sets: usize = std::env::var("FWC_KERNEL_NFT_SETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    differential(Target::Nft, sets)
+}
+
+fn differential(target: Target, sets: usize) -> Result<(), String> {
     let packets = 200;
     let mut t = Tally {
         sets: 0,
@@ -673,13 +765,17 @@ fn kernel_vs_interpreter() -> Result<(), String> {
         .unwrap_or(0);
     for k in from..from + sets {
         let seed = 0x9e37_79b9_7f4a_7c15u64 ^ (k as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d);
-        one_program(k, seed, packets, &mut t)?;
+        one_program(k, seed, packets, &mut t, target)?;
         if t.mismatches.len() >= 3 {
             break;
         }
     }
     println!(
-        "kernel vs interpreter: {} programs, {} packets ({} forwarded, {} through, {} met a rule), {} mismatches, {:.0} s",
+        "kernel ({}) vs interpreter: {} programs, {} packets ({} forwarded, {} through, {} met a rule), {} mismatches, {:.0} s",
+        match target {
+            Target::Iptables => "iptables",
+            Target::Nft => "nft",
+        },
         t.sets,
         t.packets,
         t.forwarded,
@@ -688,6 +784,9 @@ fn kernel_vs_interpreter() -> Result<(), String> {
         t.mismatches.len(),
         start.elapsed().as_secs_f64()
     );
+    if t.packets == 0 {
+        return Err("no packet was compared (a count of 0 programs?)".into());
+    }
     if t.mismatches.is_empty() {
         Ok(())
     } else {
@@ -711,10 +810,7 @@ fn saved_gateway_round_trips_into_the_kernel() -> Result<(), String> {
     let ns = format!("fwk-g-{id}");
     ok(None, &["ip", "netns", "add", &ns])?;
     let result = (|| -> Result<(), String> {
-        for (target, cmd) in [
-            (fwc_compiler::export::Target::Iptables, "iptables-restore"),
-            (fwc_compiler::export::Target::Nft, "nft"),
-        ] {
+        for (target, cmd) in [(Target::Iptables, "iptables-restore"), (Target::Nft, "nft")] {
             let x = fwc_compiler::export::export(&program, target)
                 .map_err(|e| format!("export: {e:?}"))?;
             let f = std::env::temp_dir().join(format!("fwc-gateway-{id}.{cmd}"));
@@ -751,6 +847,7 @@ fn saved_gateway_round_trips_into_the_kernel() -> Result<(), String> {
 fn main() {
     let tests: &[(&str, harness::Test)] = &[
         ("kernel_vs_interpreter", kernel_vs_interpreter),
+        ("kernel_vs_interpreter_nft", kernel_vs_interpreter_nft),
         (
             "saved_gateway_round_trips_into_the_kernel",
             saved_gateway_round_trips_into_the_kernel,
