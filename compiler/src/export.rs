@@ -930,6 +930,27 @@ pub(crate) fn quote(s: &str) -> String {
     q
 }
 
+/// A gate line of a split rule: `line` restricted to the excluded interface `nm` on the side
+/// of `opt` (`-i` or `-o`). When the line already names one of the wanted interfaces `pos`
+/// there, that name is narrowed to its meet with `nm`; `None` when they are disjoint (no
+/// packet of the line has the excluded interface).
+fn gate_line(line: &str, opt: &str, nm: &IfName, pos: &[IfName]) -> Option<String> {
+    let mut toks: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    let at = toks
+        .windows(2)
+        .position(|w| w[0] == opt && pos.iter().any(|p| iface_ipt(p) == w[1]))
+        .filter(|&k| k == 0 || toks[k - 1] != "!");
+    match at {
+        Some(k) => {
+            let wanted = pos.iter().find(|p| iface_ipt(p) == toks[k + 1])?;
+            let meet = ifname_meet(wanted, nm)?;
+            toks[k + 1] = iface_ipt(&meet);
+            Some(toks.join(" "))
+        }
+        None => Some(format!("{line} {opt} {}", iface_ipt(nm))),
+    }
+}
+
 fn iface_ipt(n: &IfName) -> String {
     if n.wildcard {
         format!("{}+", n.name)
@@ -1163,7 +1184,8 @@ impl Exporter<'_> {
         };
         // interfaces
         let mut iface_alts: Vec<Vec<String>> = Vec::new();
-        let mut gate: Option<(&'static str, Vec<IfName>)> = None;
+        // (option, the excluded names, the wanted names on that side)
+        let mut gate: Option<(&'static str, Vec<IfName>, Vec<IfName>)> = None;
         for (i, opt) in [(0usize, "-i"), (1, "-o")] {
             if let Some(c) = &n.ifaces[i] {
                 for nm in c.pos.iter().flatten().chain(&c.neg) {
@@ -1188,7 +1210,7 @@ impl Exporter<'_> {
                                     translation (use --target nft)"
                             .into());
                     }
-                    gate = Some((opt, c.neg.clone()));
+                    gate = Some((opt, c.neg.clone(), c.pos.clone().unwrap_or_default()));
                 } else if let [one] = c.neg.as_slice() {
                     iface_alts.push(vec![format!("! {opt} {}", iface_ipt(one))]);
                 }
@@ -1277,7 +1299,7 @@ impl Exporter<'_> {
         } else {
             let name = self.fresh(id);
             let mut h = ChainOut::helper(name.clone());
-            if let (Some((opt, names)), false) = (&gate, ends_elsewhere) {
+            if let (Some((opt, names, _)), false) = (&gate, ends_elsewhere) {
                 entry_exact = false;
                 for nm in names {
                     h.lines
@@ -1344,10 +1366,15 @@ impl Exporter<'_> {
                 None => &mut *out,
             };
             for l in &lines {
-                if let Some((opt, names)) = &gate {
+                if let Some((opt, names, pos)) = &gate {
                     for nm in names {
-                        let g = format!("{opt} {} -g {rest}", iface_ipt(nm));
-                        t.lines.push((join(l, false, &g), id, false));
+                        // the line names a wanted interface on this side already: the gate
+                        // tests where it meets the excluded one (iptables takes one `-i`)
+                        let Some(g) = gate_line(l, opt, nm, pos) else {
+                            continue;
+                        };
+                        t.lines
+                            .push((join(&g, false, &format!("-g {rest}")), id, false));
                     }
                 }
                 t.lines.push((join(l, true, &entry), id, true));
@@ -1773,5 +1800,37 @@ mod tests {
         assert!(!ifname_disjoint(&n("eth0"), &n("eth*")));
         assert!(!ifname_disjoint(&n("e*"), &n("eth*")));
         assert!(ifname_disjoint(&n("a*"), &n("b*")));
+    }
+
+    #[test]
+    fn a_gate_narrows_the_wanted_interface_instead_of_naming_two() {
+        // found by the long kernel run: `iif f* iif != fo ... return` split the chain with a
+        // gate line `-i f+ ... -i fo -g REST`, which iptables refuses (one -i per rule)
+        let src = "table filter { chain input {\n  iif != fo udp dport 22 iif f* return;\n  \
+                   tcp sport 22 return;\n} }\n";
+        let c = crate::compile_source("t.fw", src, &crate::loader::MemFiles::default());
+        assert!(!c.has_errors(), "{:?}", c.diags);
+        let p = c.checked.unwrap().program;
+        let x = export(&p, Target::Iptables).unwrap().text;
+        for l in x.lines().filter(|l| l.starts_with("-A")) {
+            assert!(l.matches(" -i ").count() <= 1, "two -i in `{l}`:\n{x}");
+        }
+        assert!(
+            x.lines()
+                .any(|l| l.contains("-i fo -p udp -m udp --dport 22 -g")),
+            "{x}"
+        );
+        assert_eq!(
+            gate_line("-i e+ -p tcp", "-i", &n_("f0"), &[n_("e*")]),
+            None
+        );
+        assert_eq!(
+            gate_line("-p tcp", "-i", &n_("f0"), &[]).as_deref(),
+            Some("-p tcp -i f0")
+        );
+    }
+
+    fn n_(s: &str) -> IfName {
+        IfName::parse(s)
     }
 }

@@ -554,9 +554,104 @@ pub fn ruleset(style: Style, n: usize, seed: u64) -> String {
     s
 }
 
+/// A ClassBench rule file as a `.fw` program of the bench's shape (one `filter/forward`
+/// chain, policy drop; every rule `accept`, first match wins), and its number of rules. The
+/// flags column is dropped, as classifiers do.
+pub fn from_classbench(text: &str) -> (String, usize) {
+    use std::fmt::Write as _;
+    let mut s = String::from("table filter {\n    chain forward policy drop {\n");
+    let mut n = 0;
+    let prefix = |f: &str| -> Option<String> {
+        let (a, l) = f.split_once('/')?;
+        let a: std::net::Ipv4Addr = a.parse().ok()?;
+        let l: u32 = l.parse().ok()?;
+        let mask = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+        (l > 0).then(|| format!("{}/{l}", std::net::Ipv4Addr::from(u32::from(a) & mask)))
+    };
+    let range = |f: &str| -> Option<(u32, u32)> {
+        let (lo, hi) = f.split_once(':')?;
+        Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
+    };
+    for line in text.lines() {
+        let cols: Vec<&str> = line.trim_start_matches('@').split('\t').collect();
+        if cols.len() < 5 {
+            continue;
+        }
+        let mut parts = Vec::new();
+        if let Some(p) = prefix(cols[0]) {
+            parts.push(format!("ip saddr {p}"));
+        }
+        if let Some(p) = prefix(cols[1]) {
+            parts.push(format!("ip daddr {p}"));
+        }
+        let (Some(sp), Some(dp)) = (range(cols[2]), range(cols[3])) else {
+            continue;
+        };
+        let (v, m) = cols[4].split_once('/').unwrap_or(("0", "0"));
+        let hex = |x: &str| u32::from_str_radix(x.trim_start_matches("0x"), 16).unwrap_or(0);
+        let proto = (hex(m) == 0xFF).then(|| hex(v));
+        let ports = |(lo, hi): (u32, u32)| (lo, hi) != (0, 65535);
+        match proto {
+            Some(p @ (6 | 17)) => {
+                let l4 = if p == 6 { "tcp" } else { "udp" };
+                if !ports(sp) && !ports(dp) {
+                    parts.push(l4.to_string());
+                }
+                for (dir, (lo, hi)) in [("sport", sp), ("dport", dp)] {
+                    if ports((lo, hi)) {
+                        parts.push(if lo == hi {
+                            format!("{l4} {dir} {lo}")
+                        } else {
+                            format!("{l4} {dir} {lo}-{hi}")
+                        });
+                    }
+                }
+            }
+            // ports on another protocol (or on any) have no meaning a 5-tuple classifier
+            // agrees on: such rules are left out (there are none in the seed sets)
+            _ if ports(sp) || ports(dp) => continue,
+            Some(p) => parts.push(format!("ip protocol {p}")),
+            None => {}
+        }
+        parts.push("accept".into());
+        let _ = writeln!(s, "        {};", parts.join(" "));
+        n += 1;
+    }
+    s.push_str("    }\n}\n");
+    (s, n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classbench_rules_become_fw_rules_in_order() {
+        let text = "@186.11.101.36/32\t20.69.109.0/24\t0 : 65535\t1521 : 1521\t0x06/0xFF\t0x1000/0x1000\t\n\
+                    @10.1.2.3/8\t0.0.0.0/0\t1024 : 65535\t0 : 65535\t0x11/0xFF\t0x0000/0x0000\t\n\
+                    @0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x01/0xFF\t0x0000/0x0000\t\n\
+                    @0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t0 : 65535\t0x00/0x00\t0x0000/0x0000\t\n\
+                    @0.0.0.0/0\t0.0.0.0/0\t0 : 65535\t80 : 80\t0x00/0x00\t0x0000/0x0000\t\n";
+        let (src, n) = from_classbench(text);
+        // the last rule (ports on any protocol) is left out
+        assert_eq!(n, 4, "{src}");
+        let rules: Vec<&str> = src
+            .lines()
+            .filter(|l| l.ends_with(';'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "ip saddr 186.11.101.36/32 ip daddr 20.69.109.0/24 tcp dport 1521 accept;",
+                "ip saddr 10.0.0.0/8 udp sport 1024-65535 accept;",
+                "ip protocol 1 accept;",
+                "accept;",
+            ]
+        );
+        let c = crate::compile_source("cb.fw", &src, &crate::loader::MemFiles::default());
+        assert!(!c.has_errors());
+    }
 
     #[test]
     fn generated_sets_compile_cleanly_apart_from_dead_rule_warnings() {

@@ -599,7 +599,7 @@ fn one_program(
     let _ = std::fs::remove_file(&path);
     if !o.status.success() {
         return Err(format!(
-            "program {k} (seed {seed}): {} refused the export: {}\n{}",
+            "program {k} (seed {seed}): {} refused the export: {}\n{}\nfrom:\n{src}",
             load[0],
             String::from_utf8_lossy(&o.stderr),
             x.text

@@ -3,7 +3,7 @@
 //! `perf record -e cpu-clock -g target/release/examples/classify_loop 10000 acl 5`.
 use fwc_compiler::gen::{ruleset, Rng, Style};
 use fwc_compiler::interp::{FreshOracle, Meta, Packet, PathKind};
-use fwc_jit::{dtree::RuleBox, JitProgram, Options};
+use fwc_jit::{dtree::RuleBox, JitOutcome, JitProgram, NoHooks, Options};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -14,7 +14,11 @@ fn main() {
         _ => Style::Acl,
     };
     let secs: u64 = a.get(3).and_then(|x| x.parse().ok()).unwrap_or(5);
-    let src = ruleset(style, n, 7);
+    // a ClassBench rule file instead, given by its path
+    let src = match a.get(1).filter(|f| std::path::Path::new(f).is_file()) {
+        Some(f) => fwc_compiler::gen::from_classbench(&std::fs::read_to_string(f).unwrap()).0,
+        None => ruleset(style, n, 7),
+    };
     let c = fwc_compiler::compile_source("g.fw", &src, &fwc_compiler::loader::MemFiles::default());
     let p = &c.checked.as_ref().unwrap().program;
     let boxes: Vec<RuleBox> = p.chains[0].rules.iter().filter_map(RuleBox::of).collect();
@@ -43,18 +47,31 @@ fn main() {
         })
         .collect();
     let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    eprintln!(
+        "{} rules, {} in decision trees, {} KiB of code",
+        p.chains[0].rules.len(),
+        jit.tree_rules,
+        jit.code_size / 1024
+    );
     let meta = Meta {
         ct: 1,
         ..Meta::default()
     };
     let start = std::time::Instant::now();
     let mut count = 0u64;
+    let mut out = JitOutcome::default();
     while start.elapsed().as_secs() < secs {
         for raw in &raws {
-            std::hint::black_box(
-                jit.classify(PathKind::Forward, raw, &meta, &mut FreshOracle)
-                    .unwrap(),
-            );
+            jit.classify_into(
+                PathKind::Forward,
+                raw,
+                &meta,
+                &mut FreshOracle,
+                &mut NoHooks,
+                &mut out,
+            )
+            .unwrap();
+            std::hint::black_box(&out);
         }
         count += raws.len() as u64;
     }

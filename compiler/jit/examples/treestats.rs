@@ -1,7 +1,8 @@
-//! Prints decision-tree statistics for generated rule sets: `cargo run --release -p fwc-jit
-//! --example treestats -- 10000 acl`.
-use fwc_compiler::gen::{ruleset, Style};
-use fwc_jit::dtree::Forest;
+//! Prints decision-forest statistics for generated rule sets and times the forest's lookup
+//! alone (no packet parsing, no driver) over a ClassBench-style trace: `cargo run --release
+//! -p fwc-jit --example treestats -- 10000 acl`.
+use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_jit::dtree::{Forest, RuleBox};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(1).and_then(|x| x.parse().ok()).unwrap_or(10_000);
@@ -10,7 +11,11 @@ fn main() {
         Some("ipc") => Style::Ipc,
         _ => Style::Acl,
     };
-    let src = ruleset(style, n, 7);
+    // a ClassBench rule file instead, given by its path
+    let src = match a.get(1).filter(|f| std::path::Path::new(f).is_file()) {
+        Some(f) => fwc_compiler::gen::from_classbench(&std::fs::read_to_string(f).unwrap()).0,
+        None => ruleset(style, n, 7),
+    };
     let c = fwc_compiler::compile_source("g.fw", &src, &fwc_compiler::loader::MemFiles::default());
     let p = &c.checked.as_ref().unwrap().program;
     let chain = &p.chains[0];
@@ -21,5 +26,30 @@ fn main() {
         t.stats(),
         t0.elapsed(),
         t.memory() / 1024
+    );
+    // points inside random rules, as the classify bench draws them
+    let boxes: Vec<RuleBox> = chain.rules.iter().filter_map(RuleBox::of).collect();
+    let mut r = Rng::new(3);
+    let points: Vec<[u32; 5]> = (0..4096)
+        .map(|_| {
+            let b = &boxes[r.below(boxes.len() as u64) as usize];
+            let mut v = [0u32; 5];
+            for (d, x) in v.iter_mut().enumerate() {
+                *x = b.lo[d] + (r.next_u64() % (u64::from(b.hi[d] - b.lo[d]) + 1)) as u32;
+            }
+            v
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let mut count = 0u64;
+    while start.elapsed().as_millis() < 1000 {
+        for v in &points {
+            std::hint::black_box(t.lookup(std::hint::black_box(v), true));
+        }
+        count += points.len() as u64;
+    }
+    println!(
+        "forest lookup alone: {:.1} ns",
+        start.elapsed().as_nanos() as f64 / count as f64
     );
 }

@@ -93,6 +93,12 @@ pub struct Ctx {
 /// What a datapath plugs in around the compiled tables. The defaults give the reference
 /// interpreter's behaviour (the packet's given conntrack state; NAT as `interp::apply_nat`).
 pub trait Hooks {
+    /// True when `conntrack`, `nat_point` and `route` are the defaults below (they change
+    /// nothing): the driver then skips those steps and the header copies they need.
+    fn passive(&self) -> bool {
+        false
+    }
+
     /// Connection tracking, between the raw table (-300) and mangle (-150) at prerouting and
     /// output: the `ct state` bit the rules will see. `ct` is the state so far (UNTRACKED
     /// after a `notrack`).
@@ -194,6 +200,17 @@ pub enum HookOp {
     Fn(u32),
 }
 
+/// The steps that do something when the hooks are passive ([`Hooks::passive`]).
+fn passive_ops(ops: &[Vec<HookOp>; 5]) -> [Vec<HookOp>; 5] {
+    std::array::from_fn(|h| {
+        ops[h]
+            .iter()
+            .copied()
+            .filter(|op| !matches!(op, HookOp::Conntrack | HookOp::NatPoint))
+            .collect()
+    })
+}
+
 /// The steps of every hook for `program` with the functions `registered`, in order.
 fn hook_ops(program: &Program, registered: &[HookFn]) -> [Vec<HookOp>; 5] {
     Hook::ALL.map(|hook| {
@@ -224,7 +241,11 @@ fn hook_ops(program: &Program, registered: &[HookFn]) -> [Vec<HookOp>; 5] {
 /// The interpreter's behaviour.
 pub struct NoHooks;
 
-impl Hooks for NoHooks {}
+impl Hooks for NoHooks {
+    fn passive(&self) -> bool {
+        true
+    }
+}
 
 /// What callbacks need during one classification.
 pub struct Env<'a> {
@@ -309,6 +330,20 @@ pub struct JitOutcome {
     pub log_stmts: Vec<u32>,
 }
 
+impl Default for JitOutcome {
+    /// An empty outcome to classify into ([`JitProgram::classify_into`]).
+    fn default() -> JitOutcome {
+        JitOutcome {
+            fate: Fate::Accept,
+            path: PathKind::Input,
+            deciding_rule: None,
+            packet: Packet::default(),
+            logs: Vec::new(),
+            log_stmts: Vec::new(),
+        }
+    }
+}
+
 type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
 
 /// A compiled program, ready to classify packets.
@@ -336,6 +371,8 @@ pub struct JitProgram {
     /// functions registered at the hooks, and every hook's steps in order
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
+    /// the same without the steps passive hooks skip (conntrack, NAT points)
+    active_ops: [Vec<HookOp>; 5],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -383,6 +420,22 @@ extern "C" fn cb_log(ctx: *mut Ctx, site: u32) -> u32 {
         e.logs.push(s);
     }
     0
+}
+
+/// Sets the header fields of `p` from the context (its interfaces stay as they are).
+fn fill_packet(p: &mut Packet, c: &Ctx) {
+    p.proto = c.proto as u8;
+    p.saddr = c.saddr;
+    p.daddr = c.daddr;
+    p.sport = c.sport as u16;
+    p.dport = c.dport as u16;
+    p.icmp_type = c.icmp_type as u8;
+    p.icmp_code = c.icmp_code as u8;
+    p.tcp_flags = c.tcp_flags as u8;
+    p.mark = c.mark;
+    p.ct = c.ct as u8;
+    p.ttl = c.ttl as u8;
+    p.l4 = c.l4 != 0;
 }
 
 fn ctx_packet(c: &Ctx) -> Packet {
@@ -455,6 +508,9 @@ struct Gen<'a> {
     call_sites: Vec<u32>,
     /// subchain bodies being inlined around the code emitted now
     inline_depth: u32,
+    /// while emitting an action block shared by several rules of a decision-tree run: the
+    /// deciding rule's id, loaded from the run's table (see [`shareable`])
+    dyn_rule: Option<Value>,
 }
 
 /// Subchains with at most this many rules are inlined at every call site; a subchain called
@@ -463,6 +519,24 @@ struct Gen<'a> {
 pub const INLINE_RULES: usize = 8;
 pub const INLINE_ONCE_RULES: usize = 64;
 pub const INLINE_DEPTH: u32 = 3;
+
+/// Whether a rule's statements can run in an action block shared with other rules of a
+/// decision-tree run: they use no constant but the rule id (which the shared block loads),
+/// so no log site, NAT request, call or verdict map.
+fn shareable(stmts: &[Stmt]) -> bool {
+    let Some((last, init)) = stmts.split_last() else {
+        return false;
+    };
+    init.iter().all(|s| {
+        matches!(
+            s,
+            Stmt::Counter | Stmt::MarkSet(_) | Stmt::TtlSet(_) | Stmt::Notrack
+        )
+    }) && matches!(
+        last,
+        Stmt::Accept | Stmt::Drop | Stmt::Reject(_) | Stmt::Queue { .. } | Stmt::Return
+    )
+}
 
 /// How many `jump`/`goto` statements name each chain.
 fn call_sites(program: &Program) -> Vec<u32> {
@@ -510,6 +584,45 @@ fn field_offset(f: Field) -> i32 {
 /// Sets with at most this many intervals are compared inline; larger ones are searched.
 const INLINE_INTERVALS: usize = 4;
 
+/// Sets of at least this many single values (no ranges) are looked up in a hash table (one
+/// or two probes) rather than binary-searched (log2 n dependent loads).
+pub const HASH_MIN_VALUES: usize = 32;
+
+/// The multiplier of the sets' hash (Fibonacci hashing: the top bits of `v * K`).
+const HASH_K: u32 = 0x9E37_79B1;
+
+/// An open-addressing table (linear probing) of `values`, none equal to `empty`: a power of
+/// two of at least twice their number, so every probe sequence reaches an empty slot. Returns
+/// the table and its number of index bits.
+fn hash_table(values: &[u32], empty: u32) -> (Box<[u32]>, u32) {
+    let bits = (values.len() * 2)
+        .next_power_of_two()
+        .trailing_zeros()
+        .max(1);
+    let mask = (1usize << bits) - 1;
+    let mut t = vec![empty; 1 << bits];
+    for &v in values {
+        let mut h = (v.wrapping_mul(HASH_K) >> (32 - bits)) as usize;
+        while t[h] != empty && t[h] != v {
+            h = (h + 1) & mask;
+        }
+        t[h] = v;
+    }
+    (t.into_boxed_slice(), bits)
+}
+
+/// A value outside the sorted set `values` (which cannot hold all 2^32).
+fn missing_value(values: &[u32]) -> u32 {
+    let mut want = 0u32;
+    for &v in values {
+        if v != want {
+            break;
+        }
+        want += 1;
+    }
+    want
+}
+
 impl Gen<'_> {
     fn load32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32) -> Value {
         b.ins().load(types::I32, trusted(), ctx, off)
@@ -517,6 +630,14 @@ impl Gen<'_> {
 
     fn store32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32, v: Value) {
         b.ins().store(trusted(), v, ctx, off);
+    }
+
+    /// `ctx.rule = id`, or the id of the rule a shared action block runs for.
+    fn store_rule(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
+        match self.dyn_rule {
+            Some(v) => self.store32(b, ctx, off!(rule), v),
+            None => self.store_imm32(b, ctx, off!(rule), id),
+        }
     }
 
     fn store_imm32(&self, b: &mut FunctionBuilder, ctx: Value, off: i32, v: u32) {
@@ -570,10 +691,54 @@ impl Gen<'_> {
             }
             return acc.unwrap_or_else(|| b.ins().iconst(types::I8, 0));
         }
+        if set.0.len() >= HASH_MIN_VALUES && set.0.iter().all(|&(lo, hi)| lo == hi) {
+            let values: Vec<u32> = set.0.iter().map(|&(v, _)| v).collect();
+            return self.hash_contains(b, v, &values);
+        }
         // binary search over [lo0, hi0, lo1, hi1, ...]: 1 on a hit, 0 on a miss
         let flat: Box<[u32]> = set.0.iter().flat_map(|&(l, h)| [l, h]).collect();
         let hit = self.interval_search(b, v, flat, 2, 0);
         b.ins().ireduce(types::I8, hit)
+    }
+
+    /// `v` in a set of single values (sorted, distinct), by a probe of a hash table the
+    /// `JitProgram` owns (i8 boolean). Every index is masked to the table's size.
+    fn hash_contains(&mut self, b: &mut FunctionBuilder, v: Value, values: &[u32]) -> Value {
+        let empty = missing_value(values);
+        let (table, bits) = hash_table(values, empty);
+        let base = table.as_ptr() as i64;
+        self.data.push(table);
+        let mask = (1i64 << bits) - 1;
+        let [probe, next, step, done] = std::array::from_fn(|_| b.create_block());
+        b.append_block_param(probe, types::I32);
+        b.append_block_param(done, types::I8);
+        let k = c32(b, HASH_K);
+        let hv = b.ins().imul(v, k);
+        let h0 = b.ins().ushr_imm_u(hv, i64::from(32 - bits));
+        b.ins().jump(probe, &[BlockArg::Value(h0)]);
+        b.switch_to_block(probe);
+        let h = b.block_params(probe)[0];
+        let h64 = b.ins().uextend(self.ptr, h);
+        let off = b.ins().ishl_imm_u(h64, 2);
+        let tb = b.ins().iconst(self.ptr, base);
+        let at = b.ins().iadd(tb, off);
+        // in bounds: h <= mask, the table has mask + 1 words
+        let slot = b.ins().load(types::I32, trusted(), at, 0);
+        // an empty slot ends the probe (checked first: `v` may equal the empty marker)
+        let is_empty = icmp_u(b, IntCC::Equal, slot, i64::from(empty));
+        let no = b.ins().iconst(types::I8, 0);
+        b.ins()
+            .brif(is_empty, done, &[BlockArg::Value(no)], next, &[]);
+        b.switch_to_block(next);
+        let is_v = b.ins().icmp(IntCC::Equal, slot, v);
+        let yes = b.ins().iconst(types::I8, 1);
+        b.ins().brif(is_v, done, &[BlockArg::Value(yes)], step, &[]);
+        b.switch_to_block(step);
+        let h1 = b.ins().iadd_imm_u(h, 1);
+        let h2 = b.ins().band_imm_u(h1, mask);
+        b.ins().jump(probe, &[BlockArg::Value(h2)]);
+        b.switch_to_block(done);
+        b.block_params(done)[0]
     }
 
     fn iface_bit(&self, b: &mut FunctionBuilder, ctx: Value, dir: IfDir, name: &IfName) -> Value {
@@ -693,17 +858,17 @@ impl Gen<'_> {
         for (i, s) in stmts.iter().enumerate() {
             match s {
                 Stmt::Accept => {
-                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_rule(b, ctx, id);
                     self.ret(b, verdict::ACCEPT);
                     return;
                 }
                 Stmt::Drop => {
-                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_rule(b, ctx, id);
                     self.ret(b, verdict::DROP);
                     return;
                 }
                 Stmt::Reject(k) => {
-                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_rule(b, ctx, id);
                     let aux = match k {
                         RejectKind::TcpReset => 256,
                         RejectKind::IcmpUnreach(c) => u32::from(*c),
@@ -713,7 +878,7 @@ impl Gen<'_> {
                     return;
                 }
                 Stmt::Queue { num, bypass } => {
-                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_rule(b, ctx, id);
                     self.store_imm32(
                         b,
                         ctx,
@@ -811,7 +976,7 @@ impl Gen<'_> {
                     b.switch_to_block(fail);
                     self.ret(b, verdict::ERROR);
                     b.switch_to_block(ok);
-                    self.store_imm32(b, ctx, off!(rule), id);
+                    self.store_rule(b, ctx, id);
                     self.ret(b, verdict::ACCEPT);
                     return;
                 }
@@ -900,13 +1065,7 @@ impl Gen<'_> {
         let base = flat.as_ptr() as i64;
         let n = flat.len() as i64 / words;
         self.data.push(flat);
-        let (head, body, right, found, done) = (
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-        );
+        let [head, body, right, found, done] = std::array::from_fn(|_| b.create_block());
         b.append_block_param(head, types::I32);
         b.append_block_param(head, types::I32);
         b.append_block_param(done, types::I32);
@@ -981,6 +1140,24 @@ impl Gen<'_> {
             colocated: true,
             patchable: false,
         })
+    }
+
+    /// [`Gen::bump_counters`] for a rule id known at run time (an i32 value).
+    fn bump_counters_dyn(&self, b: &mut FunctionBuilder, ctx: Value, id: Value) {
+        let len = self.load32(b, ctx, off!(len));
+        let len64 = b.ins().uextend(types::I64, len);
+        let id64 = b.ins().uextend(self.ptr, id);
+        let o = b.ins().ishl_imm_u(id64, 3);
+        for (field, add) in [(off!(packets), None), (off!(bytes), Some(len64))] {
+            let base = b.ins().load(self.ptr, trusted(), ctx, field);
+            let at = b.ins().iadd(base, o);
+            let cur = b.ins().load(types::I64, trusted(), at, 0);
+            let new = match add {
+                None => b.ins().iadd_imm_u(cur, 1),
+                Some(l) => b.ins().iadd(cur, l),
+            };
+            b.ins().store(trusted(), new, at, 0);
+        }
     }
 
     fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
@@ -1095,19 +1272,63 @@ impl Gen<'_> {
                 let t = b.ins().iconst(self.ptr, tptr);
                 let call = b.ins().call_indirect(sref, callee, &[t, ctx]);
                 let hit = b.inst_results(call)[0];
-                let targets: Vec<ir::Block> =
-                    (run.start..run.end).map(|_| b.create_block()).collect();
-                let mut sw = Switch::new();
-                for (k, blk) in targets.iter().enumerate() {
-                    sw.set_entry(k as u128, *blk);
+                // the run's rules by action: rules with the same plain statements share one
+                // block (a few blocks in all, not one per rule: the code stays small and the
+                // indirect branch predictable); the others get a block each
+                let run_rules = &rules[run.start..run.end];
+                let mut classes: Vec<(usize, ir::Block, bool)> = Vec::new(); // (rule k, block, shared)
+                let mut table: Vec<u32> = Vec::with_capacity(2 * run_rules.len());
+                for (k, r) in run_rules.iter().enumerate() {
+                    let c = if shareable(&r.stmts) {
+                        match classes
+                            .iter()
+                            .position(|&(j, _, sh)| sh && run_rules[j].stmts == r.stmts)
+                        {
+                            Some(c) => c,
+                            None => {
+                                classes.push((k, b.create_block(), true));
+                                classes.len() - 1
+                            }
+                        }
+                    } else {
+                        classes.push((k, b.create_block(), false));
+                        classes.len() - 1
+                    };
+                    table.push(r.id.0);
+                    table.push(c as u32);
                 }
-                sw.emit(b, hit, blocks[run.end]);
-                for (k, blk) in targets.iter().enumerate() {
-                    let r = &rules[run.start + k];
-                    b.switch_to_block(*blk);
-                    self.bump_counters(b, ctx, r.id.0);
+                let table: Box<[u32]> = table.into_boxed_slice();
+                let table_ptr = table.as_ptr() as i64;
+                self.data.push(table);
+                // a miss (u32::MAX) goes on after the run; a hit indexes the table
+                let dispatch = b.create_block();
+                let in_run = icmp_u(b, IntCC::UnsignedLessThan, hit, run_rules.len() as i64);
+                b.ins().brif(in_run, dispatch, &[], blocks[run.end], &[]);
+                b.switch_to_block(dispatch);
+                let base = b.ins().iconst(self.ptr, table_ptr);
+                let hit64 = b.ins().uextend(self.ptr, hit);
+                let o = b.ins().ishl_imm_u(hit64, 3);
+                let at = b.ins().iadd(base, o);
+                // in bounds: hit < the run's length, and the table has two words per rule
+                let id = b.ins().load(types::I32, trusted(), at, 0);
+                let class = b.ins().load(types::I32, trusted(), at, 4);
+                let mut sw = Switch::new();
+                for (c, &(_, blk, _)) in classes.iter().enumerate() {
+                    sw.set_entry(c as u128, blk);
+                }
+                sw.emit(b, class, blocks[run.end]);
+                for &(k, blk, shared) in &classes {
+                    let r = &run_rules[k];
+                    b.switch_to_block(blk);
+                    if shared {
+                        self.bump_counters_dyn(b, ctx, id);
+                        self.dyn_rule = Some(id);
+                    } else {
+                        self.bump_counters(b, ctx, r.id.0);
+                    }
                     // rules of a run end the chain: `next` is never reached
                     self.stmts(b, ctx, r, &r.stmts, blocks[run.end], policy);
+                    self.dyn_rule = None;
                 }
                 i = run.end;
                 continue;
@@ -1484,6 +1705,7 @@ impl JitProgram {
             tree_rules: 0,
             call_sites: call_sites(program),
             inline_depth: 0,
+            dyn_rule: None,
         };
         let mut code_size = 0;
         let target = module.target_config();
@@ -1569,6 +1791,7 @@ impl JitProgram {
             clif,
             registered: Vec::new(),
             ops: hook_ops(program, &[]),
+            active_ops: passive_ops(&hook_ops(program, &[])),
             tree_rules,
             code_size,
         })
@@ -1579,6 +1802,7 @@ impl JitProgram {
     pub fn register(&mut self, f: HookFn) {
         self.registered.push(f);
         self.ops = hook_ops(&self.program, &self.registered);
+        self.active_ops = passive_ops(&self.ops);
     }
 
     /// The steps of `hook`, in the order a packet meets them.
@@ -1612,8 +1836,13 @@ impl JitProgram {
     }
 
     fn iface_bits(&self, name: Option<&str>, out: &mut Vec<u64>) {
-        out.clear();
-        out.resize(self.patterns.len().div_ceil(64).max(1), 0);
+        let words = self.patterns.len().div_ceil(64).max(1);
+        if out.len() == words {
+            out.fill(0);
+        } else {
+            out.clear();
+            out.resize(words, 0);
+        }
         for (i, p) in self.patterns.iter().enumerate() {
             if p.matches(name) {
                 out[i / 64] |= 1 << (i % 64);
@@ -1642,16 +1871,43 @@ impl JitProgram {
         oracle: &mut dyn Oracle,
         hooks: &mut dyn Hooks,
     ) -> Result<JitOutcome, InterpError> {
+        let mut out = JitOutcome::default();
+        self.classify_into(path, bytes, meta, oracle, hooks, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`JitProgram::classify_with`] writing into an outcome the caller keeps from packet to
+    /// packet (its buffers are reused: no allocation, no copy of the outcome per packet).
+    /// On an error the outcome's contents are unspecified.
+    pub fn classify_into(
+        &mut self,
+        path: PathKind,
+        bytes: &[u8],
+        meta: &Meta,
+        oracle: &mut dyn Oracle,
+        hooks: &mut dyn Hooks,
+        out: &mut JitOutcome,
+    ) -> Result<(), InterpError> {
         // interface bit sets: reused buffers, no allocation per packet
         let mut iif_bits = std::mem::take(&mut self.scratch.0);
         let mut oif_bits = std::mem::take(&mut self.scratch.1);
         self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
         self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
-        let r = self.run(path, bytes, meta, oracle, hooks, (&iif_bits, &oif_bits));
+        let r = self.run(
+            path,
+            bytes,
+            meta,
+            oracle,
+            hooks,
+            (&iif_bits, &oif_bits),
+            out,
+        );
         self.scratch = (iif_bits, oif_bits);
         r
     }
 
+    // the pieces of one classification, borrowed separately from `self`'s scratch buffers
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         path: PathKind,
@@ -1660,7 +1916,8 @@ impl JitProgram {
         oracle: &mut dyn Oracle,
         hooks: &mut dyn Hooks,
         (iif_bits, oif_bits): (&[u64], &[u64]),
-    ) -> Result<JitOutcome, InterpError> {
+        out: &mut JitOutcome,
+    ) -> Result<(), InterpError> {
         let mut env = Env {
             program: &self.program,
             oracle,
@@ -1704,48 +1961,51 @@ impl JitProgram {
         // the output interface, until routing says otherwise
         let mut oif = meta.oif.clone();
         let mut routed_oif_bits: Vec<u64> = Vec::new();
-        let done = |ctx: &Ctx,
-                    fate: Fate,
+        // the outcome, written in place (its strings and vectors reused)
+        // (the fate is set by the caller: an enum built on the stack and passed in costs a
+        // store-forwarding stall on every packet)
+        let done = |out: &mut JitOutcome,
+                    ctx: &Ctx,
                     logs: Vec<(RuleId, u32)>,
                     path: PathKind,
                     oif: &Option<String>| {
-            let mut packet = ctx_packet(ctx);
-            packet.iif = meta.iif.clone();
-            packet.oif = oif.clone();
-            let (logs, log_stmts) = logs.into_iter().unzip();
-            JitOutcome {
-                fate,
-                path,
-                deciding_rule: (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule)),
-                packet,
-                logs,
-                log_stmts,
+            out.path = path;
+            out.deciding_rule = (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule));
+            fill_packet(&mut out.packet, ctx);
+            out.packet.iif.clone_from(&meta.iif);
+            out.packet.oif.clone_from(oif);
+            out.logs.clear();
+            out.log_stmts.clear();
+            for (r, k) in logs {
+                out.logs.push(r);
+                out.log_stmts.push(k);
             }
         };
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
-            let mut o = done(&ctx, Fate::Drop, vec![], path, &oif);
-            o.packet = Packet {
+            out.fate = Fate::Drop;
+            done(out, &ctx, vec![], path, &oif);
+            out.packet = Packet {
                 l4: false,
                 ..Packet::default()
             };
-            return Ok(o);
+            return Ok(());
         }
         let mut last = NO_RULE;
         let mut path = path;
         // the points of a hook where the datapath's conntrack and NAT run
         // the headers the hooks see: one packet for the whole run, its fields refreshed
         // from the context before each call (no allocation per step)
-        let mut scratch = ctx_packet(&ctx);
+        let passive = env.hooks.passive();
+        // (passive hooks: refreshed only for a registered function or a queue handler)
+        let mut scratch = if passive {
+            Packet::default()
+        } else {
+            ctx_packet(&ctx)
+        };
         scratch.iif = meta.iif.clone();
         scratch.oif = oif.clone();
-        let refresh = |p: &mut Packet, ctx: &Ctx| {
-            let iif = p.iif.take();
-            let oif = p.oif.take();
-            *p = ctx_packet(ctx);
-            p.iif = iif;
-            p.oif = oif;
-        };
+        let refresh = |p: &mut Packet, ctx: &Ctx| fill_packet(p, ctx);
         let mut hi = 0;
         while let Some(&hook) = path.hooks().get(hi) {
             hi += 1;
@@ -1753,7 +2013,12 @@ impl JitProgram {
             let mut nat_done = false;
             let mut repeats = 0;
             let mut i = 0;
-            while let Some(&op) = self.ops[hook.index()].get(i) {
+            let ops = if passive {
+                &self.active_ops[hook.index()]
+            } else {
+                &self.ops[hook.index()]
+            };
+            while let Some(&op) = ops.get(i) {
                 i += 1;
                 let v = match op {
                     HookOp::Conntrack => {
@@ -1787,7 +2052,7 @@ impl JitProgram {
                             let translated = nat_done;
                             nat_done = true;
                             if !first_packet {
-                                if !translated {
+                                if !translated && !passive {
                                     refresh(&mut scratch, &ctx);
                                     env.hooks.nat_point(hook, &mut scratch);
                                     write_back(&mut ctx, &scratch);
@@ -1836,7 +2101,9 @@ impl JitProgram {
                                     RejectKind::IcmpUnreach(ctx.aux as u8)
                                 });
                                 let logs = std::mem::take(&mut env.logs);
-                                return Ok(done(&ctx, fate, logs, path, &oif));
+                                out.fate = fate;
+                                done(out, &ctx, logs, path, &oif);
+                                return Ok(());
                             }
                             _ => {
                                 let err = env.error.take();
@@ -1881,9 +2148,11 @@ impl JitProgram {
                     HookVerdict::Stolen => Fate::Stolen,
                 };
                 let logs = std::mem::take(&mut env.logs);
-                return Ok(done(&ctx, fate, logs, path, &oif));
+                out.fate = fate;
+                done(out, &ctx, logs, path, &oif);
+                return Ok(());
             }
-            if hook == Hook::Prerouting {
+            if hook == Hook::Prerouting && !passive {
                 // routing: a destination NAT decides where the packet goes on
                 refresh(&mut scratch, &ctx);
                 let (routed, routed_oif) = env.hooks.route(path, &scratch);
@@ -1904,7 +2173,9 @@ impl JitProgram {
         }
         ctx.rule = last;
         let logs = std::mem::take(&mut env.logs);
-        Ok(done(&ctx, Fate::Accept, logs, path, &oif))
+        out.fate = Fate::Accept;
+        done(out, &ctx, logs, path, &oif);
+        Ok(())
     }
 }
 

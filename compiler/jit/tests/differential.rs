@@ -8,7 +8,7 @@
 use fwc_compiler::interp::{self, Meta, Oracle, Packet, PathKind};
 use fwc_compiler::ir::{ct, Pred, RuleId};
 use fwc_compiler::loader::MemFiles;
-use fwc_jit::{JitProgram, Options};
+use fwc_jit::{JitOutcome, JitProgram, NoHooks, Options};
 use proptest::prelude::*;
 
 use fwc_compiler::gen::random::{self, Pools, L4};
@@ -18,6 +18,8 @@ const ADDRS: &[&str] = &[
     "10.0.0.1", "10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "192.0.2.7", "198.51.100.0/25",
     "10.0.0.1-10.0.0.9", "{ 10.0.0.2, 192.0.2.0/28, 198.51.100.64-198.51.100.127 }",
     "{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 }",
+    // 42 single addresses: a hash-table set in the JIT (its empty marker is not 0)
+    "{ 0.0.0.0, 0.0.0.2, 10.0.0.1, 192.0.2.7, 203.0.113.1, 10.0.0.100, 10.0.0.102, 10.0.0.104, 10.0.0.106, 10.0.0.108, 10.0.0.110, 10.0.0.112, 10.0.0.114, 10.0.0.116, 10.0.0.118, 10.0.0.120, 10.0.0.122, 10.0.0.124, 10.0.0.126, 10.0.0.128, 10.0.0.130, 10.0.0.132, 10.0.0.134, 10.0.0.136, 10.0.0.138, 10.0.0.140, 10.0.0.142, 10.0.0.144, 10.0.0.146, 10.0.0.148, 10.0.0.150, 10.0.0.152, 10.0.0.154, 10.0.0.156, 10.0.0.158, 10.0.0.160, 10.0.0.162, 10.0.0.164, 10.0.0.166, 10.0.0.168, 10.0.0.170, 10.0.0.172 }",
 ];
 const PORTS: &[&str] = &[
     "22",
@@ -27,6 +29,8 @@ const PORTS: &[&str] = &[
     "1000-2000",
     "{ 22, 80, 443 }",
     "{ 1-3, 7, 9, 11, 20-25, 53, 100-200, 8080 }",
+    // 40 single ports: a hash-table set
+    "{ 0, 7, 22, 80, 150, 3000, 3002, 3004, 3006, 3008, 3010, 3012, 3014, 3016, 3018, 3020, 3022, 3024, 3026, 3028, 3030, 3032, 3034, 3036, 3038, 3040, 3042, 3044, 3046, 3048, 3050, 3052, 3054, 3056, 3058, 3060, 3062, 3064, 3066 }",
 ];
 const IFACES: &[&str] = &["eth0", "eth1", "eth*", "lo", "{ eth0, wg0 }"];
 const STATES: &[&str] = &[
@@ -308,12 +312,21 @@ fn check_program(seed: u64, packets: usize) {
         },
     )
     .unwrap();
+    // the tree-compiled program classifies into one outcome kept across packets (as a
+    // datapath does): nothing of an earlier packet may show in a later one's
+    let mut reused = JitOutcome::default();
     for k in 0..packets {
         let (path, raw, meta) = packet(&mut r);
         let coin_seed = r.next_u64() | 1;
         let want = interp::run_raw(p, path, &raw, &meta, &mut Coins(Rng::new(coin_seed)));
         for (name, jit) in [("jit", &mut plain), ("jit+trees", &mut trees)] {
-            let got = jit.classify(path, &raw, &meta, &mut Coins(Rng::new(coin_seed)));
+            let mut coins = Coins(Rng::new(coin_seed));
+            let got = if name == "jit" {
+                jit.classify(path, &raw, &meta, &mut coins)
+            } else {
+                jit.classify_into(path, &raw, &meta, &mut coins, &mut NoHooks, &mut reused)
+                    .map(|()| reused.clone())
+            };
             match (&want, &got) {
                 (Ok(w), Ok(g)) => {
                     let ctx = || {
@@ -345,6 +358,18 @@ fn check_program(seed: u64, packets: usize) {
             }
         }
     }
+    // per-rule and policy counters: a decision tree's shared action block bumps the
+    // deciding rule's (its id loaded at run time) as that rule's own compares would
+    let (a, b): (Vec<_>, Vec<_>) = (plain.counters().collect(), trees.counters().collect());
+    assert_eq!(
+        a, b,
+        "rule counters, jit vs jit+trees; seed {seed:#x}\n{src}"
+    );
+    assert_eq!(
+        plain.policy_counters(),
+        trees.policy_counters(),
+        "policy counters; seed {seed:#x}\n{src}"
+    );
 }
 
 fn cases() -> u32 {
@@ -401,6 +426,53 @@ fn malformed_packets_are_dropped_before_the_hooks() {
         )
         .unwrap();
     assert_eq!(o.fate, interp::Fate::Accept);
+}
+
+#[test]
+fn large_sets_of_single_values_are_hashed_and_exact() {
+    // 0.0.0.0 and 0.0.0.2 are members, so the table's empty marker is 0.0.0.1: a packet
+    // from it must miss; every member hits, every neighbour of a member misses
+    let members: Vec<u32> = [0u32, 2]
+        .into_iter()
+        .chain((0..100u32).map(|i| 0xc000_0200 + 2 * i))
+        .collect();
+    let list: Vec<String> = members
+        .iter()
+        .map(|a| std::net::Ipv4Addr::from(*a).to_string())
+        .collect();
+    let src = format!(
+        "table filter {{ chain input policy accept {{ ip saddr {{ {} }} drop; }} }}",
+        list.join(", ")
+    );
+    let c = fwc_compiler::compile_source("h.fw", &src, &MemFiles::default());
+    let p = &c.checked.as_ref().unwrap().program;
+    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    let mut tried = 0;
+    for a in members.iter().flat_map(|&m| [m, m + 1, m.wrapping_sub(1)]) {
+        let raw = Packet {
+            proto: 6,
+            saddr: a,
+            daddr: 0xc633_6401,
+            ..Packet::default()
+        }
+        .to_raw();
+        let o = jit
+            .classify(
+                PathKind::Input,
+                &raw,
+                &Meta::default(),
+                &mut interp::FreshOracle,
+            )
+            .unwrap();
+        let want = if members.contains(&a) {
+            interp::Fate::Drop
+        } else {
+            interp::Fate::Accept
+        };
+        assert_eq!(o.fate, want, "saddr {}", std::net::Ipv4Addr::from(a));
+        tried += 1;
+    }
+    assert_eq!(tried, 3 * members.len());
 }
 
 #[test]
