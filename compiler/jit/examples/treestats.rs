@@ -2,7 +2,7 @@
 //! alone (no packet parsing, no driver) over a ClassBench-style trace: `cargo run --release
 //! -p fwc-jit --example treestats -- 10000 acl`.
 use fwc_compiler::gen::{ruleset, Rng, Style};
-use fwc_jit::dtree::{Forest, RuleBox};
+use fwc_jit::dtree::{Forest, RuleBox, WorkCount};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(1).and_then(|x| x.parse().ok()).unwrap_or(10_000);
@@ -51,5 +51,16 @@ fn main() {
     println!(
         "forest lookup alone: {:.1} ns",
         start.elapsed().as_nanos() as f64 / count as f64
+    );
+    let mut w = WorkCount::default();
+    for v in &points {
+        t.lookup_counting(v, true, &mut w);
+    }
+    let k = points.len() as f64;
+    println!(
+        "per lookup: {:.2} trees walked, {:.2} node words loaded, {:.2} leaf boxes tested",
+        w.trees as f64 / k,
+        w.nodes as f64 / k,
+        w.leaf_boxes as f64 / k
     );
 }
