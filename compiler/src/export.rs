@@ -930,25 +930,15 @@ pub(crate) fn quote(s: &str) -> String {
     q
 }
 
-/// A gate line of a split rule: `line` restricted to the excluded interface `nm` on the side
-/// of `opt` (`-i` or `-o`). When the line already names one of the wanted interfaces `pos`
-/// there, that name is narrowed to its meet with `nm`; `None` when they are disjoint (no
-/// packet of the line has the excluded interface).
-fn gate_line(line: &str, opt: &str, nm: &IfName, pos: &[IfName]) -> Option<String> {
-    let mut toks: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-    let at = toks
-        .windows(2)
-        .position(|w| w[0] == opt && pos.iter().any(|p| iface_ipt(p) == w[1]))
-        .filter(|&k| k == 0 || toks[k - 1] != "!");
-    match at {
-        Some(k) => {
-            let wanted = pos.iter().find(|p| iface_ipt(p) == toks[k + 1])?;
-            let meet = ifname_meet(wanted, nm)?;
-            toks[k + 1] = iface_ipt(&meet);
-            Some(toks.join(" "))
-        }
-        None => Some(format!("{line} {opt} {}", iface_ipt(nm))),
-    }
+/// Interface exclusions an iptables rule cannot say on its own line (one `-i` per rule):
+/// tested first, by lines that leave for the excluded names.
+struct Gate {
+    /// `-i` or `-o`
+    opt: &'static str,
+    excluded: Vec<IfName>,
+    /// the wanted names on that side, and where their alternatives are in the rule's
+    /// interface alternatives
+    wanted: Option<(usize, Vec<IfName>)>,
 }
 
 fn iface_ipt(n: &IfName) -> String {
@@ -1184,8 +1174,7 @@ impl Exporter<'_> {
         };
         // interfaces
         let mut iface_alts: Vec<Vec<String>> = Vec::new();
-        // (option, the excluded names, the wanted names on that side)
-        let mut gate: Option<(&'static str, Vec<IfName>, Vec<IfName>)> = None;
+        let mut gate: Option<Gate> = None;
         for (i, opt) in [(0usize, "-i"), (1, "-o")] {
             if let Some(c) = &n.ifaces[i] {
                 for nm in c.pos.iter().flatten().chain(&c.neg) {
@@ -1210,52 +1199,61 @@ impl Exporter<'_> {
                                     translation (use --target nft)"
                             .into());
                     }
-                    gate = Some((opt, c.neg.clone(), c.pos.clone().unwrap_or_default()));
+                    gate = Some(Gate {
+                        opt,
+                        excluded: c.neg.clone(),
+                        wanted: c.pos.clone().map(|p| (iface_alts.len() - 1, p)),
+                    });
                 } else if let [one] = c.neg.as_slice() {
                     iface_alts.push(vec![format!("! {opt} {}", iface_ipt(one))]);
                 }
             }
         }
-        let mut lines: Vec<String> = Vec::new();
-        for (pfrag, proto) in &proto_alts {
-            let mut alts: Vec<Vec<String>> = iface_alts.clone();
-            for f in [Field::Saddr, Field::Daddr] {
-                if let Some(c) = n.fields.get(&f) {
-                    alts.push(Self::ipt_field(f, c, *proto));
+        // the rule's lines for given interface alternatives (every other match multiplied in)
+        let lines_for = |iface_alts: &[Vec<String>]| -> Result<Vec<String>, String> {
+            let mut lines: Vec<String> = Vec::new();
+            for (pfrag, proto) in &proto_alts {
+                let mut alts: Vec<Vec<String>> = iface_alts.to_vec();
+                for f in [Field::Saddr, Field::Daddr] {
+                    if let Some(c) = n.fields.get(&f) {
+                        alts.push(Self::ipt_field(f, c, *proto));
+                    }
+                }
+                alts.push(vec![pfrag.clone()]);
+                for f in [Field::Sport, Field::Dport, Field::IcmpType, Field::Mark] {
+                    if let Some(c) = n.fields.get(&f) {
+                        alts.push(Self::ipt_field(f, c, *proto));
+                    }
+                }
+                for &(neg, mask, value) in &n.flags {
+                    alts.push(vec![format!(
+                        "-m tcp {}--tcp-flags {} {}",
+                        if neg { "! " } else { "" },
+                        flag_names(mask),
+                        flag_names(value)
+                    )]);
+                }
+                for &(neg, mask) in &n.ct {
+                    alts.push(vec![format!(
+                        "-m conntrack {}--ctstate {}",
+                        if neg { "! " } else { "" },
+                        ct_names(mask)
+                    )]);
+                }
+                let count: usize = alts.iter().map(Vec::len).product();
+                if count.saturating_mul(proto_alts.len()) > MAX_LINES {
+                    return Err(format!(
+                        "this rule would be {count} iptables rules (over {MAX_LINES}); \
+                         use --target nft, which has sets"
+                    ));
+                }
+                for l in product(&alts) {
+                    lines.push(l.join(" "));
                 }
             }
-            alts.push(vec![pfrag.clone()]);
-            for f in [Field::Sport, Field::Dport, Field::IcmpType, Field::Mark] {
-                if let Some(c) = n.fields.get(&f) {
-                    alts.push(Self::ipt_field(f, c, *proto));
-                }
-            }
-            for &(neg, mask, value) in &n.flags {
-                alts.push(vec![format!(
-                    "-m tcp {}--tcp-flags {} {}",
-                    if neg { "! " } else { "" },
-                    flag_names(mask),
-                    flag_names(value)
-                )]);
-            }
-            for &(neg, mask) in &n.ct {
-                alts.push(vec![format!(
-                    "-m conntrack {}--ctstate {}",
-                    if neg { "! " } else { "" },
-                    ct_names(mask)
-                )]);
-            }
-            let count: usize = alts.iter().map(Vec::len).product();
-            if count.saturating_mul(proto_alts.len()) > MAX_LINES {
-                return Err(format!(
-                    "this rule would be {count} iptables rules (over {MAX_LINES}); \
-                     use --target nft, which has sets"
-                ));
-            }
-            for l in product(&alts) {
-                lines.push(l.join(" "));
-            }
-        }
+            Ok(lines)
+        };
+        let lines = lines_for(&iface_alts)?;
         // stateful matches last, so that they are consulted only when the rest matched
         let several = lines.len() > 1;
         let mut tail = String::new();
@@ -1299,9 +1297,9 @@ impl Exporter<'_> {
         } else {
             let name = self.fresh(id);
             let mut h = ChainOut::helper(name.clone());
-            if let (Some((opt, names, _)), false) = (&gate, ends_elsewhere) {
+            if let (Some(Gate { opt, excluded, .. }), false) = (&gate, ends_elsewhere) {
                 entry_exact = false;
-                for nm in names {
+                for nm in excluded {
                     h.lines
                         .push((format!("{opt} {} -j RETURN", iface_ipt(nm)), id, false));
                 }
@@ -1365,18 +1363,35 @@ impl Exporter<'_> {
                 Some(k) => k,
                 None => &mut *out,
             };
-            for l in &lines {
-                if let Some((opt, names, pos)) = &gate {
-                    for nm in names {
-                        // the line names a wanted interface on this side already: the gate
-                        // tests where it meets the excluded one (iptables takes one `-i`)
-                        let Some(g) = gate_line(l, opt, nm, pos) else {
-                            continue;
-                        };
+            // gates first: a packet with an excluded interface goes on to the rest (the
+            // rule's lines are disjoint, so their order among themselves does not matter)
+            if let Some(Gate {
+                opt,
+                excluded,
+                wanted,
+            }) = &gate
+            {
+                for nm in excluded {
+                    let mut alts = iface_alts.clone();
+                    match wanted {
+                        // iptables takes one `-i`: the wanted names narrowed to where they
+                        // meet the excluded one
+                        Some((k, pos)) => {
+                            alts[*k] = pos
+                                .iter()
+                                .filter_map(|p| ifname_meet(p, nm))
+                                .map(|m| format!("{opt} {}", iface_ipt(&m)))
+                                .collect();
+                        }
+                        None => alts.push(vec![format!("{opt} {}", iface_ipt(nm))]),
+                    }
+                    for g in lines_for(&alts)? {
                         t.lines
                             .push((join(&g, false, &format!("-g {rest}")), id, false));
                     }
                 }
+            }
+            for l in &lines {
                 t.lines.push((join(l, true, &entry), id, true));
             }
             t.lines.push((format!("-g {rest}"), id, false));
@@ -1820,17 +1835,19 @@ mod tests {
                 .any(|l| l.contains("-i fo -p udp -m udp --dport 22 -g")),
             "{x}"
         );
-        assert_eq!(
-            gate_line("-i e+ -p tcp", "-i", &n_("f0"), &[n_("e*")]),
-            None
-        );
-        assert_eq!(
-            gate_line("-p tcp", "-i", &n_("f0"), &[]).as_deref(),
-            Some("-p tcp -i f0")
-        );
-    }
-
-    fn n_(s: &str) -> IfName {
-        IfName::parse(s)
+        // several excluded names and no wanted one: a gate line per name
+        let src = "table filter { chain input {\n  iif != { fo, fi } udp dport 22 return;\n  \
+                   tcp sport 22 return;\n} }\n";
+        let c = crate::compile_source("t.fw", src, &crate::loader::MemFiles::default());
+        let x = export(&c.checked.unwrap().program, Target::Iptables)
+            .unwrap()
+            .text;
+        for nm in ["fo", "fi"] {
+            assert!(
+                x.lines()
+                    .any(|l| l.contains(&format!("-i {nm} -p udp -m udp --dport 22 -g"))),
+                "{x}"
+            );
+        }
     }
 }

@@ -515,22 +515,7 @@ pub struct TreeStats {
 }
 
 impl Tree {
-    /// Builds the tree over `rules`, which must all be plain 5-tuple rules (see
-    /// [`RuleBox::of`]); others are treated as never matching.
-    pub fn build(rules: &[Rule]) -> Tree {
-        let boxes: Vec<RuleBox> = rules
-            .iter()
-            .map(|r| {
-                RuleBox::of(r).unwrap_or(RuleBox {
-                    lo: [1; 5],
-                    hi: [0; 5],
-                    needs_ports: true,
-                })
-            })
-            .collect();
-        Tree::from_boxes(boxes)
-    }
-
+    /// A tree that may cut every dimension (the forest's trees cut some: [`Tree::with_dims`]).
     pub fn from_boxes(boxes: Vec<RuleBox>) -> Tree {
         Tree::with_dims(boxes, [true, true, true, true, true])
     }

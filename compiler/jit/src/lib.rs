@@ -371,8 +371,8 @@ pub struct JitProgram {
     /// functions registered at the hooks, and every hook's steps in order
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
-    /// the same without the steps passive hooks skip (conntrack, NAT points)
-    active_ops: [Vec<HookOp>; 5],
+    /// `ops` for passive hooks: without the conntrack and NAT-point steps they skip
+    passive_steps: [Vec<HookOp>; 5],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -439,22 +439,9 @@ fn fill_packet(p: &mut Packet, c: &Ctx) {
 }
 
 fn ctx_packet(c: &Ctx) -> Packet {
-    Packet {
-        proto: c.proto as u8,
-        saddr: c.saddr,
-        daddr: c.daddr,
-        sport: c.sport as u16,
-        dport: c.dport as u16,
-        icmp_type: c.icmp_type as u8,
-        icmp_code: c.icmp_code as u8,
-        tcp_flags: c.tcp_flags as u8,
-        iif: None,
-        oif: None,
-        mark: c.mark,
-        ct: c.ct as u8,
-        ttl: c.ttl as u8,
-        l4: c.l4 != 0,
-    }
+    let mut p = Packet::default();
+    fill_packet(&mut p, c);
+    p
 }
 
 /// Copies the headers a hook may change back into the context.
@@ -509,7 +496,8 @@ struct Gen<'a> {
     /// subchain bodies being inlined around the code emitted now
     inline_depth: u32,
     /// while emitting an action block shared by several rules of a decision-tree run: the
-    /// deciding rule's id, loaded from the run's table (see [`shareable`])
+    /// deciding rule's id, loaded from the run's table (see [`shareable`]); counters and
+    /// `Ctx::rule` use it instead of the rule's own
     dyn_rule: Option<Value>,
 }
 
@@ -1142,30 +1130,21 @@ impl Gen<'_> {
         })
     }
 
-    /// [`Gen::bump_counters`] for a rule id known at run time (an i32 value).
-    fn bump_counters_dyn(&self, b: &mut FunctionBuilder, ctx: Value, id: Value) {
-        let len = self.load32(b, ctx, off!(len));
-        let len64 = b.ins().uextend(types::I64, len);
-        let id64 = b.ins().uextend(self.ptr, id);
-        let o = b.ins().ishl_imm_u(id64, 3);
-        for (field, add) in [(off!(packets), None), (off!(bytes), Some(len64))] {
-            let base = b.ins().load(self.ptr, trusted(), ctx, field);
-            let at = b.ins().iadd(base, o);
-            let cur = b.ins().load(types::I64, trusted(), at, 0);
-            let new = match add {
-                None => b.ins().iadd_imm_u(cur, 1),
-                Some(l) => b.ins().iadd(cur, l),
-            };
-            b.ins().store(trusted(), new, at, 0);
-        }
-    }
-
+    /// Counts the packet for rule `id` (or, in a shared action block, for the rule whose id
+    /// the block loaded).
     fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
         let len = self.load32(b, ctx, off!(len));
         let len64 = b.ins().uextend(types::I64, len);
+        let scaled = self.dyn_rule.map(|v| {
+            let v64 = b.ins().uextend(self.ptr, v);
+            b.ins().ishl_imm_u(v64, 3)
+        });
         for (field, add) in [(off!(packets), None), (off!(bytes), Some(len64))] {
-            let base = b.ins().load(self.ptr, trusted(), ctx, field);
-            let o = (id as i32) * 8;
+            let counters = b.ins().load(self.ptr, trusted(), ctx, field);
+            let (base, o) = match scaled {
+                Some(off) => (b.ins().iadd(counters, off), 0),
+                None => (counters, (id as i32) * 8),
+            };
             let cur = b.ins().load(types::I64, trusted(), base, o);
             let new = match add {
                 None => b.ins().iadd_imm_u(cur, 1),
@@ -1321,11 +1300,9 @@ impl Gen<'_> {
                     let r = &run_rules[k];
                     b.switch_to_block(blk);
                     if shared {
-                        self.bump_counters_dyn(b, ctx, id);
                         self.dyn_rule = Some(id);
-                    } else {
-                        self.bump_counters(b, ctx, r.id.0);
                     }
+                    self.bump_counters(b, ctx, r.id.0);
                     // rules of a run end the chain: `next` is never reached
                     self.stmts(b, ctx, r, &r.stmts, blocks[run.end], policy);
                     self.dyn_rule = None;
@@ -1773,6 +1750,7 @@ impl JitProgram {
             })
             .collect();
         let n = program.rule_count();
+        let ops = hook_ops(program, &[]);
         Ok(JitProgram {
             program: program.clone(),
             module: Some(module),
@@ -1790,8 +1768,8 @@ impl JitProgram {
             scratch: (Vec::new(), Vec::new()),
             clif,
             registered: Vec::new(),
-            ops: hook_ops(program, &[]),
-            active_ops: passive_ops(&hook_ops(program, &[])),
+            passive_steps: passive_ops(&ops),
+            ops,
             tree_rules,
             code_size,
         })
@@ -1802,7 +1780,7 @@ impl JitProgram {
     pub fn register(&mut self, f: HookFn) {
         self.registered.push(f);
         self.ops = hook_ops(&self.program, &self.registered);
-        self.active_ops = passive_ops(&self.ops);
+        self.passive_steps = passive_ops(&self.ops);
     }
 
     /// The steps of `hook`, in the order a packet meets them.
@@ -2014,7 +1992,7 @@ impl JitProgram {
             let mut repeats = 0;
             let mut i = 0;
             let ops = if passive {
-                &self.active_ops[hook.index()]
+                &self.passive_steps[hook.index()]
             } else {
                 &self.ops[hook.index()]
             };
