@@ -83,9 +83,9 @@ pub struct Ctx {
     /// interface-pattern bit sets of the packet's input and output interfaces
     pub iif_bits: *const u64,
     pub oif_bits: *const u64,
-    /// per-rule counters, indexed by rule id
-    pub packets: *mut u64,
-    pub bytes: *mut u64,
+    /// per-rule counters, indexed by rule id: (packets, bytes) side by side, one cache line
+    /// touched per bump
+    pub counters: *mut [u64; 2],
     /// the callbacks' environment (an `Env`), valid during one classification
     pub env: *mut std::ffi::c_void,
 }
@@ -93,8 +93,10 @@ pub struct Ctx {
 /// What a datapath plugs in around the compiled tables. The defaults give the reference
 /// interpreter's behaviour (the packet's given conntrack state; NAT as `interp::apply_nat`).
 pub trait Hooks {
-    /// True when `conntrack`, `nat_point` and `route` are the defaults below (they change
-    /// nothing): the driver then skips those steps and the header copies they need.
+    /// True when every method is its default below (`nat` aside): conntrack, the NAT points,
+    /// routing and registered functions change nothing and no handler takes a queued packet
+    /// back. The driver then runs the base chains alone, without the header copies the
+    /// other steps need.
     fn passive(&self) -> bool {
         false
     }
@@ -198,17 +200,6 @@ pub enum HookOp {
     NatPoint,
     /// a registered function: [`Hooks::call`]
     Fn(u32),
-}
-
-/// The steps that do something when the hooks are passive ([`Hooks::passive`]).
-fn passive_ops(ops: &[Vec<HookOp>; 5]) -> [Vec<HookOp>; 5] {
-    std::array::from_fn(|h| {
-        ops[h]
-            .iter()
-            .copied()
-            .filter(|op| !matches!(op, HookOp::Conntrack | HookOp::NatPoint))
-            .collect()
-    })
 }
 
 /// The steps of every hook for `program` with the functions `registered`, in order.
@@ -362,8 +353,8 @@ pub struct JitProgram {
     stateful: Vec<(RuleId, Pred)>,
     nat: Vec<(RuleId, Stmt)>,
     log_sites: Vec<(RuleId, u32)>,
-    packets: Vec<u64>,
-    bytes: Vec<u64>,
+    /// (packets, bytes) by rule id
+    counts: Vec<[u64; 2]>,
     /// (packets, bytes) that each chain's policy decided, by chain id (base chains only)
     policy_counts: Vec<(u64, u64)>,
     scratch: (Vec<u64>, Vec<u64>),
@@ -371,8 +362,6 @@ pub struct JitProgram {
     /// functions registered at the hooks, and every hook's steps in order
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
-    /// `ops` for passive hooks: without the conntrack and NAT-point steps they skip
-    passive_steps: [Vec<HookOp>; 5],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -1135,16 +1124,17 @@ impl Gen<'_> {
     fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
         let len = self.load32(b, ctx, off!(len));
         let len64 = b.ins().uextend(types::I64, len);
-        let scaled = self.dyn_rule.map(|v| {
-            let v64 = b.ins().uextend(self.ptr, v);
-            b.ins().ishl_imm_u(v64, 3)
-        });
-        for (field, add) in [(off!(packets), None), (off!(bytes), Some(len64))] {
-            let counters = b.ins().load(self.ptr, trusted(), ctx, field);
-            let (base, o) = match scaled {
-                Some(off) => (b.ins().iadd(counters, off), 0),
-                None => (counters, (id as i32) * 8),
-            };
+        let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
+        // (packets, bytes) of one rule: 16 bytes at `id * 16`
+        let (base, o) = match self.dyn_rule {
+            Some(v) => {
+                let v64 = b.ins().uextend(self.ptr, v);
+                let off = b.ins().ishl_imm_u(v64, 4);
+                (b.ins().iadd(counters, off), 0)
+            }
+            None => (counters, (id as i32) * 16),
+        };
+        for (o, add) in [(o, None), (o + 8, Some(len64))] {
             let cur = b.ins().load(types::I64, trusted(), base, o);
             let new = match add {
                 None => b.ins().iadd_imm_u(cur, 1),
@@ -1762,13 +1752,11 @@ impl JitProgram {
             stateful,
             nat,
             log_sites,
-            packets: vec![0; n],
-            bytes: vec![0; n],
+            counts: vec![[0; 2]; n],
             policy_counts: vec![(0, 0); program.chains.len()],
             scratch: (Vec::new(), Vec::new()),
             clif,
             registered: Vec::new(),
-            passive_steps: passive_ops(&ops),
             ops,
             tree_rules,
             code_size,
@@ -1780,7 +1768,6 @@ impl JitProgram {
     pub fn register(&mut self, f: HookFn) {
         self.registered.push(f);
         self.ops = hook_ops(&self.program, &self.registered);
-        self.passive_steps = passive_ops(&self.ops);
     }
 
     /// The steps of `hook`, in the order a packet meets them.
@@ -1804,7 +1791,7 @@ impl JitProgram {
 
     /// Per-rule (packets, bytes) counters, indexed by rule id.
     pub fn counters(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.packets.iter().copied().zip(self.bytes.iter().copied())
+        self.counts.iter().map(|&[p, b]| (p, b))
     }
 
     /// The (packets, bytes) each base chain's policy decided (`iptables -L -v`'s "policy
@@ -1866,6 +1853,11 @@ impl JitProgram {
         hooks: &mut dyn Hooks,
         out: &mut JitOutcome,
     ) -> Result<(), InterpError> {
+        if self.patterns.is_empty() {
+            // no interface pattern: no rule reads the bit sets
+            const NONE: &[u64] = &[0];
+            return self.run(path, bytes, meta, oracle, hooks, (NONE, NONE), out);
+        }
         // interface bit sets: reused buffers, no allocation per packet
         let mut iif_bits = std::mem::take(&mut self.scratch.0);
         let mut oif_bits = std::mem::take(&mut self.scratch.1);
@@ -1929,58 +1921,34 @@ impl JitProgram {
             aux: 0,
             iif_bits: iif_bits.as_ptr(),
             oif_bits: oif_bits.as_ptr(),
-            packets: self.packets.as_mut_ptr(),
-            bytes: self.bytes.as_mut_ptr(),
+            counters: self.counts.as_mut_ptr(),
             env: (&mut env) as *mut Env<'_> as *mut std::ffi::c_void,
         };
         // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
         // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
         unsafe { (self.parse)(&mut ctx) };
-        // the output interface, until routing says otherwise
-        let mut oif = meta.oif.clone();
-        let mut routed_oif_bits: Vec<u64> = Vec::new();
-        // the outcome, written in place (its strings and vectors reused)
-        // (the fate is set by the caller: an enum built on the stack and passed in costs a
-        // store-forwarding stall on every packet)
-        let done = |out: &mut JitOutcome,
-                    ctx: &Ctx,
-                    logs: Vec<(RuleId, u32)>,
-                    path: PathKind,
-                    oif: &Option<String>| {
-            out.path = path;
-            out.deciding_rule = (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule));
-            fill_packet(&mut out.packet, ctx);
-            out.packet.iif.clone_from(&meta.iif);
-            out.packet.oif.clone_from(oif);
-            out.logs.clear();
-            out.log_stmts.clear();
-            for (r, k) in logs {
-                out.logs.push(r);
-                out.log_stmts.push(k);
-            }
-        };
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
             out.fate = Fate::Drop;
-            done(out, &ctx, vec![], path, &oif);
+            finish(out, &ctx, vec![], path, &meta.iif, &meta.oif);
             out.packet = Packet {
                 l4: false,
                 ..Packet::default()
             };
             return Ok(());
         }
+        if env.hooks.passive() {
+            let (chains, policy) = (&self.chains, &mut self.policy_counts);
+            return Self::run_passive(chains, policy, path, &mut ctx, &mut env, out);
+        }
+        // the output interface, until routing says otherwise
+        let mut oif = meta.oif.clone();
+        let mut routed_oif_bits: Vec<u64> = Vec::new();
         let mut last = NO_RULE;
         let mut path = path;
-        // the points of a hook where the datapath's conntrack and NAT run
         // the headers the hooks see: one packet for the whole run, its fields refreshed
         // from the context before each call (no allocation per step)
-        let passive = env.hooks.passive();
-        // (passive hooks: refreshed only for a registered function or a queue handler)
-        let mut scratch = if passive {
-            Packet::default()
-        } else {
-            ctx_packet(&ctx)
-        };
+        let mut scratch = ctx_packet(&ctx);
         scratch.iif = meta.iif.clone();
         scratch.oif = oif.clone();
         let refresh = |p: &mut Packet, ctx: &Ctx| fill_packet(p, ctx);
@@ -1991,11 +1959,7 @@ impl JitProgram {
             let mut nat_done = false;
             let mut repeats = 0;
             let mut i = 0;
-            let ops = if passive {
-                &self.passive_steps[hook.index()]
-            } else {
-                &self.ops[hook.index()]
-            };
+            let ops = &self.ops[hook.index()];
             while let Some(&op) = ops.get(i) {
                 i += 1;
                 let v = match op {
@@ -2026,11 +1990,10 @@ impl JitProgram {
                         if e.table == Table::Nat {
                             // the nat chain sees a connection's first packet only; the
                             // others are translated here as their connection says
-                            let first_packet = ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0;
                             let translated = nat_done;
                             nat_done = true;
-                            if !first_packet {
-                                if !translated && !passive {
+                            if !first_packet(&ctx) {
+                                if !translated {
                                     refresh(&mut scratch, &ctx);
                                     env.hooks.nat_point(hook, &mut scratch);
                                     write_back(&mut ctx, &scratch);
@@ -2038,57 +2001,20 @@ impl JitProgram {
                                 continue;
                             }
                         }
-                        ctx.rule = NO_RULE;
                         let f = self.chains[e.chain.0 as usize];
-                        // SAFETY: generated chain code of signature `fn(*mut Ctx) -> u32`; it
-                        // reads the ctx, the counters (sized for every rule id) and the
-                        // interface bit sets (sized for every pattern), and calls back with
-                        // `ctx.env`, which points to `env`, alive until the end of this
-                        // function.
-                        // before conntrack (raw) there is no connection: `ct state` is
-                        // invalid, or untracked once `notrack` ran (the interpreter's rule)
-                        let before_ct =
-                            (e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY).then_some(ctx.ct);
-                        if before_ct.is_some() && ctx.ct != u32::from(ct::UNTRACKED) {
-                            ctx.ct = u32::from(ct::INVALID);
-                        }
-                        let r = unsafe { f(&mut ctx) };
-                        if let Some(b) = before_ct {
-                            if ctx.ct != u32::from(ct::UNTRACKED) {
-                                ctx.ct = b;
-                            }
-                        }
+                        let policy = &mut self.policy_counts[e.chain.0 as usize];
+                        // SAFETY: as `run_base` requires: `ctx.env` points to `env`, alive
+                        // until the end of this function.
+                        let r = unsafe { run_base(e, f, &mut ctx, policy) };
                         last = ctx.rule;
-                        // no rule decided: the chain's policy did
-                        if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {
-                            let c = &mut self.policy_counts[e.chain.0 as usize];
-                            c.0 += 1;
-                            c.1 += u64::from(ctx.len);
-                        }
-                        match r {
-                            verdict::ACCEPT => continue,
-                            verdict::DROP => HookVerdict::Drop,
-                            verdict::QUEUE => HookVerdict::Queue {
-                                num: ctx.aux as u16,
-                                bypass: ctx.aux >> 16 != 0,
-                            },
-                            verdict::REJECT => {
-                                let fate = Fate::Reject(if ctx.aux == 256 {
-                                    RejectKind::TcpReset
-                                } else {
-                                    RejectKind::IcmpUnreach(ctx.aux as u8)
-                                });
+                        match chain_end(r, &ctx, &mut env)? {
+                            ChainEnd::Next => continue,
+                            ChainEnd::Hook(v) => v,
+                            ChainEnd::Reject(kind) => {
                                 let logs = std::mem::take(&mut env.logs);
-                                out.fate = fate;
-                                done(out, &ctx, logs, path, &oif);
+                                out.fate = Fate::Reject(kind);
+                                finish(out, &ctx, logs, path, &meta.iif, &oif);
                                 return Ok(());
-                            }
-                            _ => {
-                                let err = env.error.take();
-                                return Err(err.unwrap_or(InterpError::NoIfaceAddr {
-                                    rule: RuleId(ctx.rule),
-                                    iface: None,
-                                }));
                             }
                         }
                     }
@@ -2127,10 +2053,10 @@ impl JitProgram {
                 };
                 let logs = std::mem::take(&mut env.logs);
                 out.fate = fate;
-                done(out, &ctx, logs, path, &oif);
+                finish(out, &ctx, logs, path, &meta.iif, &oif);
                 return Ok(());
             }
-            if hook == Hook::Prerouting && !passive {
+            if hook == Hook::Prerouting {
                 // routing: a destination NAT decides where the packet goes on
                 refresh(&mut scratch, &ctx);
                 let (routed, routed_oif) = env.hooks.route(path, &scratch);
@@ -2152,8 +2078,148 @@ impl JitProgram {
         ctx.rule = last;
         let logs = std::mem::take(&mut env.logs);
         out.fate = Fate::Accept;
-        done(out, &ctx, logs, path, &oif);
+        finish(out, &ctx, logs, path, &meta.iif, &oif);
         Ok(())
+    }
+
+    /// The hooks' steps when the hooks are passive ([`Hooks::passive`]): only the base chains
+    /// run. Conntrack, the NAT points, routing and registered functions change nothing, and a
+    /// queued packet leaves the classification (no handler gives it back), so they are
+    /// skipped; what remains is the general loop's answer without its header copies.
+    fn run_passive(
+        chains: &[ChainFn],
+        policy_counts: &mut [(u64, u64)],
+        path: PathKind,
+        ctx: &mut Ctx,
+        env: &mut Env<'_>,
+        out: &mut JitOutcome,
+    ) -> Result<(), InterpError> {
+        let mut last = NO_RULE;
+        let fate = 'hooks: {
+            for &hook in path.hooks() {
+                for e in &env.program.hooks[hook.index()] {
+                    // the nat chain sees a connection's first packet only
+                    if e.table == Table::Nat && !first_packet(ctx) {
+                        continue;
+                    }
+                    let f = chains[e.chain.0 as usize];
+                    let policy = &mut policy_counts[e.chain.0 as usize];
+                    // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set by
+                    // `run`), alive for the whole call.
+                    let r = unsafe { run_base(e, f, ctx, policy) };
+                    last = ctx.rule;
+                    match chain_end(r, ctx, env)? {
+                        ChainEnd::Next => {}
+                        ChainEnd::Hook(HookVerdict::Queue { num, bypass }) => {
+                            break 'hooks Fate::Queue { num, bypass };
+                        }
+                        ChainEnd::Hook(_) => break 'hooks Fate::Drop,
+                        ChainEnd::Reject(kind) => break 'hooks Fate::Reject(kind),
+                    }
+                }
+            }
+            ctx.rule = last;
+            Fate::Accept
+        };
+        let logs = std::mem::take(&mut env.logs);
+        out.fate = fate;
+        finish(out, ctx, logs, path, &env.meta.iif, &env.meta.oif);
+        Ok(())
+    }
+}
+
+/// Whether the packet opens a connection (NEW or RELATED): the nat chains see those only.
+fn first_packet(ctx: &Ctx) -> bool {
+    ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0
+}
+
+/// How a base chain's run ends for its hook.
+enum ChainEnd {
+    /// accepted: on to the hook's next step
+    Next,
+    /// dropped or queued
+    Hook(HookVerdict),
+    Reject(RejectKind),
+}
+
+/// Runs base chain `f` (attached as `e`) on the packet: `ctx.rule` is the deciding rule
+/// after it, or [`NO_RULE`] when the policy decided (then counted in `policy`). Returns the
+/// chain's verdict code.
+///
+/// # Safety
+/// `f` is generated chain code of this program; `ctx` is the classification's context with
+/// `ctx.env` pointing to its live `Env`.
+unsafe fn run_base(e: &HookEntry, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)) -> u32 {
+    ctx.rule = NO_RULE;
+    // before conntrack (raw) there is no connection: `ct state` is invalid, or untracked
+    // once `notrack` ran (the interpreter's rule)
+    let before_ct = (e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY).then_some(ctx.ct);
+    if before_ct.is_some() && ctx.ct != u32::from(ct::UNTRACKED) {
+        ctx.ct = u32::from(ct::INVALID);
+    }
+    // SAFETY: generated chain code of signature `fn(*mut Ctx) -> u32`; it reads the ctx, the
+    // counters (sized for every rule id) and the interface bit sets (sized for every
+    // pattern), and calls back with `ctx.env`, live as the caller promises.
+    let r = unsafe { f(ctx) };
+    if let Some(b) = before_ct {
+        if ctx.ct != u32::from(ct::UNTRACKED) {
+            ctx.ct = b;
+        }
+    }
+    // no rule decided: the chain's policy did
+    if ctx.rule == NO_RULE && matches!(r, verdict::ACCEPT | verdict::DROP) {
+        policy.0 += 1;
+        policy.1 += u64::from(ctx.len);
+    }
+    r
+}
+
+/// What a base chain's verdict code means for its hook; an error a callback left (or the
+/// one a chain can only end with for lack of an interface address).
+fn chain_end(r: u32, ctx: &Ctx, env: &mut Env<'_>) -> Result<ChainEnd, InterpError> {
+    Ok(match r {
+        verdict::ACCEPT => ChainEnd::Next,
+        verdict::DROP => ChainEnd::Hook(HookVerdict::Drop),
+        verdict::QUEUE => ChainEnd::Hook(HookVerdict::Queue {
+            num: ctx.aux as u16,
+            bypass: ctx.aux >> 16 != 0,
+        }),
+        verdict::REJECT => ChainEnd::Reject(if ctx.aux == 256 {
+            RejectKind::TcpReset
+        } else {
+            RejectKind::IcmpUnreach(ctx.aux as u8)
+        }),
+        _ => {
+            return Err(env.error.take().unwrap_or(InterpError::NoIfaceAddr {
+                rule: RuleId(ctx.rule),
+                iface: None,
+            }))
+        }
+    })
+}
+
+/// Writes the end of a classification into the caller's outcome (its strings and vectors
+/// reused); the fate is set by the caller (an enum built on the stack and passed in costs a
+/// store-forwarding stall on every packet).
+#[inline]
+fn finish(
+    out: &mut JitOutcome,
+    ctx: &Ctx,
+    logs: Vec<(RuleId, u32)>,
+    path: PathKind,
+    iif: &Option<String>,
+    oif: &Option<String>,
+) {
+    out.path = path;
+    out.deciding_rule = (ctx.rule != NO_RULE).then_some(RuleId(ctx.rule));
+    fill_packet(&mut out.packet, ctx);
+    out.packet.iif.clone_from(iif);
+    out.packet.oif.clone_from(oif);
+    out.logs.clear();
+    out.log_stmts.clear();
+    for (r, k) in logs {
+        out.logs.push(r);
+        out.log_stmts.push(k);
     }
 }
 

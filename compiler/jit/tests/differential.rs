@@ -8,7 +8,7 @@
 use fwc_compiler::interp::{self, Meta, Oracle, Packet, PathKind};
 use fwc_compiler::ir::{ct, Pred, RuleId};
 use fwc_compiler::loader::MemFiles;
-use fwc_jit::{JitOutcome, JitProgram, NoHooks, Options};
+use fwc_jit::{Hooks, JitOutcome, JitProgram, NoHooks, Options};
 use proptest::prelude::*;
 
 use fwc_compiler::gen::random::{self, Pools, L4};
@@ -278,6 +278,11 @@ fn interp_logs(o: &interp::Outcome) -> Vec<RuleId> {
         .collect()
 }
 
+/// Default hooks that do not declare themselves passive.
+struct Active;
+
+impl Hooks for Active {}
+
 fn check_program(seed: u64, packets: usize) {
     let mut r = Rng::new(seed);
     let src = program(&mut r);
@@ -322,7 +327,9 @@ fn check_program(seed: u64, packets: usize) {
         for (name, jit) in [("jit", &mut plain), ("jit+trees", &mut trees)] {
             let mut coins = Coins(Rng::new(coin_seed));
             let got = if name == "jit" {
-                jit.classify(path, &raw, &meta, &mut coins)
+                // hooks that change nothing but do not say so: the driver's general loop
+                // (every step, header copies, routing), where `NoHooks` takes the passive one
+                jit.classify_with(path, &raw, &meta, &mut coins, &mut Active)
             } else {
                 jit.classify_into(path, &raw, &meta, &mut coins, &mut NoHooks, &mut reused)
                     .map(|()| reused.clone())
