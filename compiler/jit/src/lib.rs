@@ -1365,17 +1365,26 @@ impl Gen<'_> {
         let raw = MemFlagsData::new().with_notrap();
         let byte =
             |b: &mut FunctionBuilder, base: Value, o: i32| b.ins().uload8(types::I32, raw, base, o);
+        // network byte order: one (unaligned) load, then a byte swap on a little-endian host
+        let swap = |b: &mut FunctionBuilder, x: Value| {
+            if cfg!(target_endian = "little") {
+                b.ins().bswap(x)
+            } else {
+                x
+            }
+        };
         let be16 = |b: &mut FunctionBuilder, base: Value, o: i32| {
-            let hi = b.ins().uload8(types::I32, raw, base, o);
-            let lo = b.ins().uload8(types::I32, raw, base, o + 1);
-            let h = b.ins().ishl_imm_u(hi, 8);
-            b.ins().bor(h, lo)
+            let x = b.ins().uload16(types::I32, raw, base, o);
+            if cfg!(target_endian = "little") {
+                let s = b.ins().bswap(x);
+                b.ins().ushr_imm_u(s, 16)
+            } else {
+                x
+            }
         };
         let be32 = |b: &mut FunctionBuilder, base: Value, o: i32| {
-            let a = be16(b, base, o);
-            let c = be16(b, base, o + 2);
-            let a = b.ins().ishl_imm_u(a, 16);
-            b.ins().bor(a, c)
+            let x = b.ins().load(types::I32, raw, base, o);
+            swap(b, x)
         };
         let check = |b: &mut FunctionBuilder, ok: Value| {
             let next = b.create_block();
