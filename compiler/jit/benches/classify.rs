@@ -8,51 +8,13 @@
 //! `FWC_CLASSBENCH=DIR` adds rows for the real ClassBench seed sets found in DIR (acl1_1k,
 //! acl1_10k, fw1_1k, fw1_10k, ipc1_1k, ipc1_10k; not shipped with fwc).
 
-use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_compiler::gen::{ruleset, Style};
 use fwc_compiler::interp::{self, FreshOracle, Meta, Packet, PathKind};
 use fwc_compiler::loader::MemFiles;
 use fwc_jit::dtree::RuleBox;
 use fwc_jit::{JitOutcome, JitProgram, NoHooks, Options};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-/// Packets drawn like ClassBench's trace generator: a random rule, a random point in its box;
-/// one in twenty fully random.
-fn trace(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<Packet> {
-    let mut r = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let pick = |r: &mut Rng, lo: u32, hi: u32| {
-                lo + (r.next_u64() % (u64::from(hi - lo) + 1)) as u32
-            };
-            let b = &boxes[r.below(boxes.len() as u64) as usize];
-            let random = r.chance(5);
-            let v: Vec<u32> = (0..5)
-                .map(|d| {
-                    if random {
-                        pick(&mut r, 0, [u32::MAX, u32::MAX, 255, 65535, 65535][d])
-                    } else {
-                        pick(&mut r, b.lo[d], b.hi[d])
-                    }
-                })
-                .collect();
-            let proto = match v[2] as u8 {
-                p @ (6 | 17 | 1 | 47) => p,
-                _ if b.needs_ports || r.chance(50) => 6,
-                _ => 17,
-            };
-            Packet {
-                proto,
-                saddr: v[0],
-                daddr: v[1],
-                sport: v[3] as u16,
-                dport: v[4] as u16,
-                tcp_flags: 0x10,
-                ..Packet::default()
-            }
-        })
-        .collect()
-}
 
 /// Runs `f` over the packets until at least `budget` has passed (at least once); ns/packet.
 fn time_per_packet(n: usize, budget: Duration, mut f: impl FnMut(usize)) -> f64 {
@@ -144,7 +106,7 @@ fn measure(label: &str, n: usize, src: &str, budget: Duration) {
         .iter()
         .map(|r| RuleBox::of(r).expect("5-tuple rule"))
         .collect();
-    let pkts = trace(&boxes, 4096, 99);
+    let pkts = fwc_jit::dtree::trace_packets(&boxes, 4096, 99);
     let raws: Vec<Vec<u8>> = pkts.iter().map(Packet::to_raw).collect();
     let tuples: Vec<([u32; 5], bool)> = pkts
         .iter()

@@ -1,7 +1,7 @@
 //! Classifies a trace in a loop, for profilers: `cargo run --release -p fwc-jit --example
 //! classify_loop -- 10000 acl 5` (rules, style, seconds), then e.g.
 //! `perf record -e cpu-clock -g target/release/examples/classify_loop 10000 acl 5`.
-use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_compiler::gen::{ruleset, Style};
 use fwc_compiler::interp::{FreshOracle, Meta, Packet, PathKind};
 use fwc_jit::{dtree::RuleBox, JitOutcome, JitProgram, NoHooks, Options};
 
@@ -22,29 +22,10 @@ fn main() {
     let c = fwc_compiler::compile_source("g.fw", &src, &fwc_compiler::loader::MemFiles::default());
     let p = &c.checked.as_ref().unwrap().program;
     let boxes: Vec<RuleBox> = p.chains[0].rules.iter().filter_map(RuleBox::of).collect();
-    let mut r = Rng::new(3);
-    let raws: Vec<Vec<u8>> = (0..4096)
-        .map(|_| {
-            let b = &boxes[r.below(boxes.len() as u64) as usize];
-            let mut v = [0u32; 5];
-            for (d, x) in v.iter_mut().enumerate() {
-                *x = b.lo[d] + (r.next_u64() % (u64::from(b.hi[d] - b.lo[d]) + 1)) as u32;
-            }
-            let proto = if matches!(v[2], 6 | 17) {
-                v[2] as u8
-            } else {
-                6
-            };
-            Packet {
-                proto,
-                saddr: v[0],
-                daddr: v[1],
-                sport: v[3] as u16,
-                dport: v[4] as u16,
-                ..Packet::default()
-            }
-            .to_raw()
-        })
+    // the classify bench's trace
+    let raws: Vec<Vec<u8>> = fwc_jit::dtree::trace_packets(&boxes, 4096, 99)
+        .iter()
+        .map(Packet::to_raw)
         .collect();
     let mut jit = JitProgram::compile(p, Options::default()).unwrap();
     eprintln!(

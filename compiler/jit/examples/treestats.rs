@@ -1,7 +1,7 @@
 //! Prints decision-forest statistics for generated rule sets and times the forest's lookup
-//! alone (no packet parsing, no driver) over a ClassBench-style trace: `cargo run --release
+//! alone (no packet parsing, no driver) over the classify bench's trace: `cargo run --release
 //! -p fwc-jit --example treestats -- 10000 acl`.
-use fwc_compiler::gen::{ruleset, Rng, Style};
+use fwc_compiler::gen::{ruleset, Style};
 use fwc_jit::dtree::{Forest, RuleBox, WorkCount};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -27,24 +27,14 @@ fn main() {
         t0.elapsed(),
         t.memory() / 1024
     );
-    // points inside random rules, as the classify bench draws them
+    // the classify bench's trace
     let boxes: Vec<RuleBox> = chain.rules.iter().filter_map(RuleBox::of).collect();
-    let mut r = Rng::new(3);
-    let points: Vec<[u32; 5]> = (0..4096)
-        .map(|_| {
-            let b = &boxes[r.below(boxes.len() as u64) as usize];
-            let mut v = [0u32; 5];
-            for (d, x) in v.iter_mut().enumerate() {
-                *x = b.lo[d] + (r.next_u64() % (u64::from(b.hi[d] - b.lo[d]) + 1)) as u32;
-            }
-            v
-        })
-        .collect();
+    let points = fwc_jit::dtree::trace(&boxes, 4096, 99);
     let start = std::time::Instant::now();
     let mut count = 0u64;
     while start.elapsed().as_millis() < 1000 {
-        for v in &points {
-            std::hint::black_box(t.lookup(std::hint::black_box(v), true));
+        for (v, has_ports) in &points {
+            std::hint::black_box(t.lookup(std::hint::black_box(v), *has_ports));
         }
         count += points.len() as u64;
     }
@@ -53,8 +43,8 @@ fn main() {
         start.elapsed().as_nanos() as f64 / count as f64
     );
     let mut w = WorkCount::default();
-    for v in &points {
-        t.lookup_counting(v, true, &mut w);
+    for (v, has_ports) in &points {
+        t.lookup_counting(v, *has_ports, &mut w);
     }
     let k = points.len() as f64;
     println!(

@@ -297,6 +297,41 @@ impl LeafBox {
     }
 }
 
+/// A group of fewer than 1/`MERGE_SHARE` of a run's rules joins a larger group (EffiCuts'
+/// group merging): a lookup walks one tree less, for a few more rules in that tree's
+/// leaves. Measured at 10K rules (forest alone, the bench's trace): ipc-style 5.0 -> 3.8
+/// trees walked, 74 -> 52 ns; fw1_10k 4.8 -> 3.6 trees, 72 -> 42 ns; acl unchanged (1/8 or
+/// 1/16 made fw-style leaves balloon).
+const MERGE_SHARE: usize = 32;
+
+/// Merges each small group (by [`MERGE_SHARE`], smallest first) into the largest group
+/// that is large wherever it is and more — its tree cuts only where the small group's
+/// rules are small too — but never into the group large everywhere, whose tree cannot cut
+/// addresses or destination ports.
+fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, total: usize) {
+    let mut keys: Vec<u8> = groups.keys().copied().collect();
+    keys.sort_by_key(|k| groups[k].len());
+    for key in keys {
+        let n = groups[&key].len();
+        if n * MERGE_SHARE >= total {
+            continue;
+        }
+        let target = groups
+            .iter()
+            .filter(|(t, _)| **t != key && **t != 7 && **t & key == key)
+            .max_by_key(|(_, p)| p.len())
+            .map(|(t, _)| *t);
+        let Some(t) = target.filter(|t| groups[t].len() > n) else {
+            continue;
+        };
+        let moved = groups.remove(&key).unwrap_or_default();
+        let g = groups.entry(t).or_default();
+        g.extend(moved);
+        // run order within a group (leaves keep it)
+        g.sort_unstable();
+    }
+}
+
 /// Most trees a forest has (one per group of `Forest::from_boxes`).
 const MAX_TREES: usize = 8;
 
@@ -341,6 +376,7 @@ impl Forest {
                 u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1 | u8::from(large(b, 4)) << 2;
             groups.entry(key).or_default().push(i as u32);
         }
+        merge_small_groups(&mut groups, boxes.len());
         let mut trees: Vec<(Tree, Vec<u32>)> = groups
             .into_iter()
             .map(|(key, pos)| {
@@ -818,6 +854,53 @@ pub unsafe extern "C" fn lookup_ctx(tree: *const Forest, ctx: *const Ctx) -> u32
     };
     let v = [c.saddr, c.daddr, c.proto, sp, dp];
     t.lookup(&v, has_ports).unwrap_or(u32::MAX)
+}
+
+/// Packet fields drawn like ClassBench's trace generator, for benchmarks and profiles: a
+/// random rule, a random point in its box; one in twenty fully random. The protocol is kept
+/// when it is TCP, UDP, ICMP or GRE, else it becomes TCP (always for a rule that matches
+/// ports) or UDP; `has_ports` is whether the packet is TCP or UDP.
+pub fn trace(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<([u32; 5], bool)> {
+    let mut r = fwc_compiler::gen::Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let pick = |r: &mut fwc_compiler::gen::Rng, lo: u32, hi: u32| {
+                lo + (r.next_u64() % (u64::from(hi - lo) + 1)) as u32
+            };
+            let b = &boxes[r.below(boxes.len() as u64) as usize];
+            let random = r.chance(5);
+            let mut v = [0u32; 5];
+            for (d, x) in v.iter_mut().enumerate() {
+                *x = if random {
+                    pick(&mut r, 0, [u32::MAX, u32::MAX, 255, 65535, 65535][d])
+                } else {
+                    pick(&mut r, b.lo[d], b.hi[d])
+                };
+            }
+            v[2] = match v[2] {
+                p @ (6 | 17 | 1 | 47) => p,
+                _ if b.needs_ports || r.chance(50) => 6,
+                _ => 17,
+            };
+            (v, v[2] == 6 || v[2] == 17)
+        })
+        .collect()
+}
+
+/// [`trace`] as packets (TCP ACKs, UDP datagrams, ICMP and GRE packets).
+pub fn trace_packets(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<fwc_compiler::interp::Packet> {
+    trace(boxes, n, seed)
+        .into_iter()
+        .map(|(v, _)| fwc_compiler::interp::Packet {
+            proto: v[2] as u8,
+            saddr: v[0],
+            daddr: v[1],
+            sport: v[3] as u16,
+            dport: v[4] as u16,
+            tcp_flags: 0x10,
+            ..Default::default()
+        })
+        .collect()
 }
 
 #[cfg(test)]
