@@ -249,8 +249,8 @@ pub struct Env<'a> {
     /// (rule, index of the statement in it) of each `log`/`audit` call site
     log_sites: &'a [(RuleId, u32)],
     meta: &'a Meta,
-    /// the output interface: `meta.oif` until routing after prerouting sets it
-    oif: Option<String>,
+    /// the output interface once routing after prerouting set it (`meta.oif` until then)
+    routed_oif: Option<Option<String>>,
     error: Option<InterpError>,
     /// the `log` and `audit` statements that ran, in order: (rule, statement index)
     pub logs: Vec<(RuleId, u32)>,
@@ -449,7 +449,7 @@ extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
     };
     let mut p = ctx_packet(c);
     p.iif = e.meta.iif.clone();
-    p.oif = e.oif.clone();
+    p.oif = e.routed_oif.as_ref().unwrap_or(&e.meta.oif).clone();
     match e.hooks.nat(e.program, *rule, stmt, &mut p, e.path) {
         Ok(()) => {
             write_back(c, &p);
@@ -1906,7 +1906,7 @@ impl JitProgram {
             log_sites: &self.log_sites,
             nat: &self.nat,
             meta,
-            oif: meta.oif.clone(),
+            routed_oif: None,
             error: None,
             logs: vec![],
         };
@@ -1939,7 +1939,7 @@ impl JitProgram {
         if ctx.l3_ok == 0 {
             ctx.rule = NO_RULE;
             out.fate = Fate::Drop;
-            finish(out, &ctx, vec![], path, &meta.iif, &meta.oif);
+            finish(out, &ctx, &mut Vec::new(), path, &meta.iif, &meta.oif);
             out.packet = Packet {
                 l4: false,
                 ..Packet::default()
@@ -2020,9 +2020,8 @@ impl JitProgram {
                             ChainEnd::Next => continue,
                             ChainEnd::Hook(v) => v,
                             ChainEnd::Reject(kind) => {
-                                let logs = std::mem::take(&mut env.logs);
                                 out.fate = Fate::Reject(kind);
-                                finish(out, &ctx, logs, path, &meta.iif, &oif);
+                                finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
                                 return Ok(());
                             }
                         }
@@ -2060,9 +2059,8 @@ impl JitProgram {
                     HookVerdict::Queue { num, bypass } => Fate::Queue { num, bypass },
                     HookVerdict::Stolen => Fate::Stolen,
                 };
-                let logs = std::mem::take(&mut env.logs);
                 out.fate = fate;
-                finish(out, &ctx, logs, path, &meta.iif, &oif);
+                finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
                 return Ok(());
             }
             if hook == Hook::Prerouting {
@@ -2078,16 +2076,15 @@ impl JitProgram {
                     // the buffer lives until the end of this function, past every use of
                     // `ctx`
                     ctx.oif_bits = routed_oif_bits.as_ptr();
-                    env.oif = routed_oif.clone();
+                    env.routed_oif = Some(routed_oif.clone());
                     scratch.oif = routed_oif.clone();
                     oif = routed_oif;
                 }
             }
         }
         ctx.rule = last;
-        let logs = std::mem::take(&mut env.logs);
         out.fate = Fate::Accept;
-        finish(out, &ctx, logs, path, &meta.iif, &oif);
+        finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
         Ok(())
     }
 
@@ -2130,9 +2127,8 @@ impl JitProgram {
             ctx.rule = last;
             Fate::Accept
         };
-        let logs = std::mem::take(&mut env.logs);
         out.fate = fate;
-        finish(out, ctx, logs, path, &env.meta.iif, &env.meta.oif);
+        finish(out, ctx, &mut env.logs, path, &env.meta.iif, &env.meta.oif);
         Ok(())
     }
 }
@@ -2214,7 +2210,7 @@ fn chain_end(r: u32, ctx: &Ctx, env: &mut Env<'_>) -> Result<ChainEnd, InterpErr
 fn finish(
     out: &mut JitOutcome,
     ctx: &Ctx,
-    logs: Vec<(RuleId, u32)>,
+    logs: &mut Vec<(RuleId, u32)>,
     path: PathKind,
     iif: &Option<String>,
     oif: &Option<String>,
@@ -2226,7 +2222,7 @@ fn finish(
     out.packet.oif.clone_from(oif);
     out.logs.clear();
     out.log_stmts.clear();
-    for (r, k) in logs {
+    for (r, k) in logs.drain(..) {
         out.logs.push(r);
         out.log_stmts.push(k);
     }
