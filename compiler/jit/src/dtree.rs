@@ -258,7 +258,8 @@ struct LeafBox {
     dport: [u16; 2],
     proto: [u8; 2],
     needs_ports: bool,
-    _pad: u8,
+    /// what [`Forest::set_tags`] gave the rule (0 until then)
+    tag: u8,
     /// the rule's position in the run
     pos: u32,
 }
@@ -274,7 +275,7 @@ impl LeafBox {
             sport: [b.lo[3] as u16, (hi(3, 65535) - b.lo[3]) as u16],
             dport: [b.lo[4] as u16, (hi(4, 65535) - b.lo[4]) as u16],
             needs_ports: b.needs_ports,
-            _pad: 0,
+            tag: 0,
             pos,
         }
     }
@@ -337,6 +338,9 @@ const MAX_TREES: usize = 8;
 
 /// A leaf word with no rules (the start of a tree the packet lies outside of).
 const EMPTY_LEAF: u64 = 1;
+
+/// Where a tag starts in [`Forest::lookup_tagged`]'s answer (run positions fit below it).
+pub const TAG_SHIFT: u32 = 24;
 
 /// Most rules a run may have (leaf lengths and positions must fit their bits in a word).
 pub const MAX_RUN: usize = (1 << 20) - 1;
@@ -492,6 +496,27 @@ impl Forest {
         self.lookup_counting(v, has_ports, &mut ())
     }
 
+    /// [`Forest::lookup`] with the matching rule's tag ([`Forest::set_tags`]): its run
+    /// position in the low [`TAG_SHIFT`] bits, its tag above; `u32::MAX` when none matches.
+    #[inline]
+    pub fn lookup_tagged(&self, v: &[u32; 5], has_ports: bool) -> u32 {
+        let (best, tag) = self.search(v, has_ports, &mut ());
+        if best == u32::MAX {
+            u32::MAX
+        } else {
+            best | u32::from(tag) << TAG_SHIFT
+        }
+    }
+
+    /// Gives every rule of the run a tag (indexed by run position) that
+    /// [`Forest::lookup_tagged`] returns with it: the classifier's action class, so that
+    /// a hit needs no table.
+    pub fn set_tags(&mut self, tags: &[u8]) {
+        for e in &mut self.leaves {
+            e.tag = tags[e.pos as usize];
+        }
+    }
+
     /// [`Forest::lookup`], counting its work in `work` (for profiles: `()` counts nothing
     /// and compiles away).
     #[inline]
@@ -501,9 +526,17 @@ impl Forest {
         has_ports: bool,
         work: &mut W,
     ) -> Option<u32> {
+        let (best, _) = self.search(v, has_ports, work);
+        (best != u32::MAX).then_some(best)
+    }
+
+    /// The run position and tag of the first matching rule (`u32::MAX` for none).
+    #[inline(always)]
+    fn search<W: Work>(&self, v: &[u32; 5], has_ports: bool, work: &mut W) -> (u32, u8) {
         // padded to 8 so that a node's 3-bit dimension indexes it without a check
         let v8 = [v[0], v[1], v[2], v[3], v[4], 0, 0, 0];
         let mut best = u32::MAX;
+        let mut tag = 0;
         // a tree's first step is taken while the tree before it is walked: the two walks'
         // cache misses overlap instead of coming one after the other (an empty leaf for a
         // tree the packet lies outside of)
@@ -543,11 +576,12 @@ impl Forest {
                 work.leaf_box();
                 if e.matches(&v8, has_ports) {
                     best = e.pos;
+                    tag = e.tag;
                     break;
                 }
             }
         }
-        (best != u32::MAX).then_some(best)
+        (best, tag)
     }
 
     /// The word one step down from node word `w` for these field values (a leaf's word is
@@ -836,8 +870,8 @@ impl Tree {
     }
 }
 
-/// The lookup as the generated code calls it: the run position of the first match, or
-/// `u32::MAX`.
+/// The lookup as the generated code calls it: [`Forest::lookup_tagged`]'s answer (the run
+/// position of the first match with its tag above [`TAG_SHIFT`], or `u32::MAX`).
 ///
 /// # Safety
 /// `tree` must point to a live `Forest` and `ctx` to a live `Ctx` whose header fields were
@@ -853,7 +887,7 @@ pub unsafe extern "C" fn lookup_ctx(tree: *const Forest, ctx: *const Ctx) -> u32
         (0, 0)
     };
     let v = [c.saddr, c.daddr, c.proto, sp, dp];
-    t.lookup(&v, has_ports).unwrap_or(u32::MAX)
+    t.lookup_tagged(&v, has_ports)
 }
 
 /// Packet fields drawn like ClassBench's trace generator, for benchmarks and profiles: a
@@ -1020,6 +1054,26 @@ mod tests {
         let mut w = WorkCount::default();
         f.lookup_counting(&[5, 0, 0, 0, 0], true, &mut w);
         assert_eq!((w.trees, w.nodes, w.leaf_boxes), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_tagged_lookup_answers_with_the_matching_rules_tag() {
+        let mut s = 0x0bad_cafe_u64;
+        let boxes: Vec<RuleBox> = (0..500).map(|_| random_box(&mut s)).collect();
+        let mut f = Forest::from_boxes(&boxes);
+        let tags: Vec<u8> = (0..boxes.len()).map(|p| (p * 7 % 251) as u8).collect();
+        f.set_tags(&tags);
+        for _ in 0..2000 {
+            let r = &boxes[(rng(&mut s) as usize) % boxes.len()];
+            let v: [u32; 5] = std::array::from_fn(|d| {
+                r.lo[d] + rng(&mut s) % (r.hi[d] - r.lo[d]).saturating_add(1).max(1)
+            });
+            let want = match f.lookup(&v, true) {
+                Some(p) => p | u32::from(tags[p as usize]) << TAG_SHIFT,
+                None => u32::MAX,
+            };
+            assert_eq!(f.lookup_tagged(&v, true), want, "{v:?}");
+        }
     }
 
     #[test]

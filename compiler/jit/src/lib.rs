@@ -1266,21 +1266,49 @@ impl Gen<'_> {
                     table.push(r.id.0);
                     table.push(c as u32);
                 }
-                let table: Box<[u32]> = table.into_boxed_slice();
-                let table_ptr = table.as_ptr() as i64;
-                self.data.push(table);
-                // a miss (u32::MAX) goes on after the run; a hit indexes the table
+                // consecutive rule ids and few classes: the forest answers with the class
+                // as the rule's tag and the id is the run's first plus the position (no
+                // table load after the lookup); else a table of (id, class) by position
+                let first_id = run_rules[0].id.0;
+                let tagged = classes.len() <= usize::from(u8::MAX)
+                    && run_rules
+                        .iter()
+                        .enumerate()
+                        .all(|(k, r)| u64::from(r.id.0) == u64::from(first_id) + k as u64);
                 let dispatch = b.create_block();
-                let in_run = icmp_u(b, IntCC::UnsignedLessThan, hit, run_rules.len() as i64);
-                b.ins().brif(in_run, dispatch, &[], blocks[run.end], &[]);
-                b.switch_to_block(dispatch);
-                let base = b.ins().iconst(self.ptr, table_ptr);
-                let hit64 = b.ins().uextend(self.ptr, hit);
-                let o = b.ins().ishl_imm_u(hit64, 3);
-                let at = b.ins().iadd(base, o);
-                // in bounds: hit < the run's length, and the table has two words per rule
-                let id = b.ins().load(types::I32, trusted(), at, 0);
-                let class = b.ins().load(types::I32, trusted(), at, 4);
+                let (id, class) = if tagged {
+                    let tags: Vec<u8> = table.chunks(2).map(|e| e[1] as u8).collect();
+                    if let Some(t) = self.trees.last_mut() {
+                        t.set_tags(&tags);
+                    }
+                    // a miss (u32::MAX) goes on after the run
+                    let miss = icmp_u(b, IntCC::Equal, hit, u32::MAX);
+                    b.ins().brif(miss, blocks[run.end], &[], dispatch, &[]);
+                    b.switch_to_block(dispatch);
+                    let pos = b.ins().band_imm_u(hit, (1 << dtree::TAG_SHIFT) - 1);
+                    let first = c32(b, first_id);
+                    let id = b.ins().iadd(pos, first);
+                    let class = b.ins().ushr_imm_u(hit, i64::from(dtree::TAG_SHIFT));
+                    (id, class)
+                } else {
+                    let table: Box<[u32]> = table.into_boxed_slice();
+                    let table_ptr = table.as_ptr() as i64;
+                    self.data.push(table);
+                    // a miss (u32::MAX) goes on after the run; a hit (untagged: its
+                    // position) indexes the table
+                    let in_run = icmp_u(b, IntCC::UnsignedLessThan, hit, run_rules.len() as i64);
+                    b.ins().brif(in_run, dispatch, &[], blocks[run.end], &[]);
+                    b.switch_to_block(dispatch);
+                    let base = b.ins().iconst(self.ptr, table_ptr);
+                    let hit64 = b.ins().uextend(self.ptr, hit);
+                    let o = b.ins().ishl_imm_u(hit64, 3);
+                    let at = b.ins().iadd(base, o);
+                    // in bounds: hit < the run's length, and the table has two words per
+                    // rule
+                    let id = b.ins().load(types::I32, trusted(), at, 0);
+                    let class = b.ins().load(types::I32, trusted(), at, 4);
+                    (id, class)
+                };
                 let mut sw = Switch::new();
                 for (c, &(_, blk, _)) in classes.iter().enumerate() {
                     sw.set_entry(c as u128, blk);

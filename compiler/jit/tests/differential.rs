@@ -483,6 +483,55 @@ fn large_sets_of_single_values_are_hashed_and_exact() {
 }
 
 #[test]
+fn a_run_with_many_action_classes_dispatches_through_its_table() {
+    // 300 rules, each with its own mark: 300 action classes, more than a forest's tags
+    // hold, so the run's hit indexes the (rule id, class) table; every rule must decide
+    // its own packets, with its own mark and counters
+    let n = 300u32;
+    let rules: String = (0..n)
+        .map(|i| {
+            format!(
+                "ip saddr 10.{}.{}.0/24 mark set {} accept;\n",
+                i / 256,
+                i % 256,
+                i + 1
+            )
+        })
+        .collect();
+    let src = format!("table filter {{ chain input policy drop {{ {rules} }} }}");
+    let c = fwc_compiler::compile_source("t.fw", &src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let p = &c.checked.as_ref().unwrap().program;
+    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    assert_eq!(jit.tree_rules, n as usize, "one decision-tree run");
+    for i in (0..n).chain([n + 7]) {
+        let raw = Packet {
+            proto: 17,
+            saddr: 0x0a00_0005 | (i / 256) << 16 | (i % 256) << 8,
+            daddr: 0xc633_6401,
+            ..Packet::default()
+        }
+        .to_raw();
+        let meta = Meta::default();
+        let want =
+            interp::run_raw(p, PathKind::Input, &raw, &meta, &mut interp::FreshOracle).unwrap();
+        let got = jit
+            .classify(PathKind::Input, &raw, &meta, &mut interp::FreshOracle)
+            .unwrap();
+        assert_eq!(
+            (got.fate, got.deciding_rule, got.packet.mark),
+            (want.fate, want.deciding_rule, want.packet.mark),
+            "packet from rule {i}"
+        );
+        if i < n {
+            assert_eq!(got.packet.mark, i + 1);
+        }
+    }
+    let hits: Vec<u64> = jit.counters().map(|(packets, _)| packets).collect();
+    assert_eq!(hits, vec![1; n as usize], "one packet counted by each rule");
+}
+
+#[test]
 fn the_generator_reaches_every_outcome() {
     // guards the differential test against a generator that stopped exercising things
     let mut fates = std::collections::BTreeMap::new();
