@@ -345,11 +345,34 @@ pub const TAG_SHIFT: u32 = 24;
 /// Most rules a run may have (leaf lengths and positions must fit their bits in a word).
 pub const MAX_RUN: usize = (1 << 20) - 1;
 
-/// A cut node: child = words[first + ((v[dim] >> shift) & mask)]. Bit 0 is 0; bits 1-15
-/// dim, shift and mask; bits 32-63 first.
+/// Where each dimension's value sits in a [`Key`]: saddr and daddr in the low word, proto,
+/// sport and dport in the high one.
+const KEY_AT: [u8; 5] = [0, 32, 64, 72, 88];
+
+/// The field values of a lookup as two words: a cut takes its bits from one of them with a
+/// shift, no indexed load.
+#[derive(Clone, Copy)]
+struct Key([u64; 2]);
+
+impl Key {
+    #[inline(always)]
+    fn of(v: &[u32; 8]) -> Key {
+        // (a value past its dimension's width matches no rule: masked, it cannot spill
+        // into the next dimension's bits either)
+        Key([
+            u64::from(v[0]) | u64::from(v[1]) << 32,
+            u64::from(v[2] & 0xff) | u64::from(v[3] & 0xffff) << 8 | u64::from(v[4] & 0xffff) << 24,
+        ])
+    }
+}
+
+/// A cut node: child = words[first + ((key >> at) & mask)], where `at` is the cut's
+/// dimension's place in the [`Key`] plus its shift (the cut's bits never reach past its
+/// dimension's width). Bit 0 is 0; bits 1-7 at; bits 8-15 mask; bits 32-63 first.
 fn cut_word(dim: u8, shift: u8, mask: u32, first: usize) -> u64 {
-    debug_assert!(dim < 5 && shift < 32 && mask < 128 && first < 1 << 32);
-    u64::from(dim) << 1 | u64::from(shift) << 4 | u64::from(mask) << 9 | (first as u64) << 32
+    debug_assert!(dim < 5 && shift < 32 && mask < 256 && first < 1 << 32);
+    let at = KEY_AT[dim as usize] + shift;
+    u64::from(at) << 1 | u64::from(mask) << 8 | (first as u64) << 32
 }
 
 /// A leaf: leaves[start .. start + len]. Bit 0 is 1; bits 1-31 len; bits 32-63 start.
@@ -535,6 +558,7 @@ impl Forest {
     fn search<W: Work>(&self, v: &[u32; 5], has_ports: bool, work: &mut W) -> (u32, u8) {
         // padded to 8 so that a node's 3-bit dimension indexes it without a check
         let v8 = [v[0], v[1], v[2], v[3], v[4], 0, 0, 0];
+        let key = Key::of(&v8);
         let mut best = u32::MAX;
         let mut tag = 0;
         // a tree's first step is taken while the tree before it is walked: the two walks'
@@ -547,7 +571,7 @@ impl Forest {
             if t.root & 1 == 0 {
                 work.node();
             }
-            self.step(t.root, &v8)
+            self.step(t.root, key)
         };
         let mut next = self.trees.first().map_or(EMPTY_LEAF, |t| start(t, work));
         for (i, t) in self.trees.iter().enumerate() {
@@ -564,7 +588,7 @@ impl Forest {
             work.tree();
             let mut w = w;
             while w & 1 == 0 {
-                w = self.step(w, &v8);
+                w = self.step(w, key);
                 work.node();
             }
             let start = (w >> 32) as usize;
@@ -587,14 +611,13 @@ impl Forest {
     /// The word one step down from node word `w` for these field values (a leaf's word is
     /// its own).
     #[inline(always)]
-    fn step(&self, w: u64, v8: &[u32; 8]) -> u64 {
+    fn step(&self, w: u64, key: Key) -> u64 {
         if w & 1 != 0 {
             return w;
         }
-        let d = ((w >> 1) & 7) as usize;
-        let shift = ((w >> 4) & 31) as u32;
-        let mask = ((w >> 9) & 127) as u32;
-        let c = (v8[d] >> shift) & mask;
+        let at = (w >> 1) & 127;
+        let x = if at >= 64 { key.0[1] } else { key.0[0] };
+        let c = (x >> (at & 63)) & ((w >> 8) & 255);
         self.words[(w >> 32) as usize + c as usize]
     }
 
