@@ -234,6 +234,8 @@ pub struct Forest {
     /// node words (see [`cut_word`] and [`leaf_word`])
     words: Vec<u64>,
     leaves: Vec<LeafBox>,
+    /// (start, len) of the leaves too long for a leaf word's length field
+    long_leaves: Vec<(u32, u32)>,
     stats: Vec<TreeStats>,
 }
 
@@ -375,11 +377,19 @@ fn cut_word(dim: u8, shift: u8, mask: u32, first: usize) -> u64 {
     u64::from(at) << 1 | u64::from(mask) << 8 | (first as u64) << 32
 }
 
-/// A leaf: leaves[start .. start + len]. Bit 0 is 1; bits 1-31 len; bits 32-63 start.
-fn leaf_word(start: usize, len: usize) -> u64 {
-    debug_assert!(len < 1 << 31 && start < 1 << 32);
-    1 | (len as u64) << 1 | (start as u64) << 32
+/// A leaf: leaves[start .. start + len], whose first rule is at run position `first` (so
+/// that a lookup that already has a better match skips the leaf without loading a box).
+/// Bit 0 is 1; bits 1-12 len, or [`LONG_LEAF`] when the leaf is `long_leaves[start]`;
+/// bits 13-32 first; bits 33-63 start.
+fn leaf_word(start: usize, len: usize, first: u32) -> u64 {
+    assert!(start < 1 << 31, "leaf boxes of a forest");
+    debug_assert!(len <= LONG_LEAF && first <= MAX_RUN as u32);
+    1 | (len as u64) << 1 | u64::from(first) << 13 | (start as u64) << 33
 }
+
+/// A leaf word's length field for a leaf of at least this many rules: its start and length
+/// are in `Forest::long_leaves`.
+const LONG_LEAF: usize = (1 << 12) - 1;
 
 impl Forest {
     pub fn build(rules: &[Rule]) -> Forest {
@@ -425,6 +435,7 @@ impl Forest {
             trees: Vec::with_capacity(trees.len()),
             words: Vec::new(),
             leaves: Vec::new(),
+            long_leaves: Vec::new(),
             stats: trees.iter().map(|(t, _)| t.stats()).collect(),
         };
         for (t, pos) in &trees {
@@ -477,11 +488,19 @@ impl Forest {
         let w = match t.nodes[n as usize] {
             Node::Leaf { start, len } => {
                 let at = self.leaves.len();
-                for &r in &t.leaf_rules[start as usize..(start + len) as usize] {
+                let rules = &t.leaf_rules[start as usize..(start + len) as usize];
+                for &r in rules {
                     self.leaves
                         .push(LeafBox::of(&t.boxes[r as usize], pos[r as usize]));
                 }
-                leaf_word(at, len as usize)
+                // in run order: the first is the earliest (none: never earlier than a match)
+                let first = rules.first().map_or(MAX_RUN as u32, |&r| pos[r as usize]);
+                if len as usize >= LONG_LEAF {
+                    self.long_leaves.push((at as u32, len));
+                    leaf_word(self.long_leaves.len() - 1, LONG_LEAF, first)
+                } else {
+                    leaf_word(at, len as usize, first)
+                }
             }
             Node::Cut {
                 dim,
@@ -591,8 +610,14 @@ impl Forest {
                 w = self.step(w, key);
                 work.node();
             }
-            let start = (w >> 32) as usize;
-            let len = ((w >> 1) & 0x7fff_ffff) as usize;
+            if ((w >> 13) & MAX_RUN as u64) as u32 >= best {
+                continue; // the leaf's first rule comes after the best match so far
+            }
+            let (mut start, mut len) = ((w >> 33) as usize, ((w >> 1) & 0xfff) as usize);
+            if len == LONG_LEAF {
+                let (s, l) = self.long_leaves[start];
+                (start, len) = (s as usize, l as usize);
+            }
             for e in &self.leaves[start..start + len] {
                 if e.pos >= best {
                     break; // in run order: the rest come later still
@@ -625,6 +650,7 @@ impl Forest {
         self.words.len() * 8
             + self.leaves.len() * std::mem::size_of::<LeafBox>()
             + self.trees.len() * std::mem::size_of::<FlatTree>()
+            + self.long_leaves.len() * 8
     }
 
     pub fn stats(&self) -> Vec<TreeStats> {
@@ -1097,6 +1123,27 @@ mod tests {
             };
             assert_eq!(f.lookup_tagged(&v, true), want, "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_leaf_too_long_for_its_word_is_found_through_the_side_table() {
+        // 5,000 disjoint source /15s, every other field any: large in every dimension a
+        // tree could cut, so no cut separates them and they share one leaf
+        let n = 5000u32;
+        let boxes: Vec<RuleBox> = (0..n)
+            .map(|i| RuleBox {
+                lo: [i << 17, 0, 0, 0, 0],
+                hi: [(i << 17) | 0x1_ffff, u32::MAX, 255, 65535, 65535],
+                needs_ports: false,
+            })
+            .collect();
+        let f = Forest::from_boxes(&boxes);
+        assert_eq!(f.long_leaves.len(), 1, "{:?}", f.stats());
+        for i in [0, 1, 4094, 4095, 4096, n - 1] {
+            let v = [(i << 17) + 5, 1, 6, 2, 3];
+            assert_eq!(f.lookup(&v, true), Some(i));
+        }
+        assert_eq!(f.lookup(&[n << 17, 1, 6, 2, 3], true), None);
     }
 
     #[test]
