@@ -406,7 +406,10 @@ impl Forest {
         Forest::from_boxes(&boxes)
     }
 
+    /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
+        // run positions must fit a leaf word's field
+        assert!(boxes.len() <= MAX_RUN, "a run of at most MAX_RUN rules");
         let mut groups: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
         for (i, b) in boxes.iter().enumerate() {
             let key =
@@ -943,7 +946,13 @@ pub unsafe extern "C" fn lookup_ctx(tree: *const Forest, ctx: *const Ctx) -> u32
 /// random rule, a random point in its box; one in twenty fully random. The protocol is kept
 /// when it is TCP, UDP, ICMP or GRE, else it becomes TCP (always for a rule that matches
 /// ports) or UDP; `has_ports` is whether the packet is TCP or UDP.
+/// Rules that can never match are not drawn from (none left: no packets); a packet that is
+/// not TCP or UDP has ports 0, as the classifier looks it up.
 pub fn trace(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<([u32; 5], bool)> {
+    let boxes: Vec<&RuleBox> = boxes.iter().filter(|b| !b.is_empty()).collect();
+    if boxes.is_empty() {
+        return Vec::new();
+    }
     let mut r = fwc_compiler::gen::Rng::new(seed);
     (0..n)
         .map(|_| {
@@ -965,7 +974,11 @@ pub fn trace(boxes: &[RuleBox], n: usize, seed: u64) -> Vec<([u32; 5], bool)> {
                 _ if b.needs_ports || r.chance(50) => 6,
                 _ => 17,
             };
-            (v, v[2] == 6 || v[2] == 17)
+            let has_ports = v[2] == 6 || v[2] == 17;
+            if !has_ports {
+                (v[3], v[4]) = (0, 0);
+            }
+            (v, has_ports)
         })
         .collect()
 }
@@ -1144,6 +1157,68 @@ mod tests {
             assert_eq!(f.lookup(&v, true), Some(i));
         }
         assert_eq!(f.lookup(&[n << 17, 1, 6, 2, 3], true), None);
+    }
+
+    #[test]
+    fn a_small_group_joins_a_larger_one_wide_where_it_is() {
+        // 1,000 rules narrow everywhere, 500 wide in both addresses, 10 wide in the source
+        // only: the 10 (under 1/32 of the run) join the 500, whose tree cuts neither
+        // address; the answers stay a linear scan's
+        let mut s = 0x5eed_u64;
+        let mut boxes = Vec::new();
+        for i in 0..1510u32 {
+            let (src_wide, dst_wide) = match i % 151 {
+                0 => (true, false),
+                k if k % 3 == 0 => (true, true),
+                _ => (false, false),
+            };
+            // addresses in four /8s: the groups' boxes overlap, so a merged rule must keep
+            // its place in run order among the larger group's
+            let a = (rng(&mut s) % 4) << 24 | rng(&mut s) & 0x00ff_ffff;
+            let d = (rng(&mut s) % 4) << 24 | rng(&mut s) & 0x00ff_ffff;
+            boxes.push(RuleBox {
+                lo: [
+                    if src_wide { a & 0xff00_0000 } else { a & !0xff },
+                    if dst_wide { d & 0xff00_0000 } else { d & !0xff },
+                    6,
+                    0,
+                    80 + i % 7,
+                ],
+                hi: [
+                    if src_wide { a | 0x00ff_ffff } else { a | 0xff },
+                    if dst_wide { d | 0x00ff_ffff } else { d | 0xff },
+                    6,
+                    65535,
+                    80 + i % 7,
+                ],
+                needs_ports: true,
+            });
+        }
+        let groups = |bs: &[RuleBox]| {
+            let mut keys: Vec<u8> = bs
+                .iter()
+                .map(|b| {
+                    u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1 | u8::from(large(b, 4)) << 2
+                })
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.len()
+        };
+        assert_eq!(groups(&boxes), 3);
+        let f = Forest::from_boxes(&boxes);
+        assert_eq!(f.trees.len(), 2, "{:?}", f.stats());
+        for _ in 0..3000 {
+            let r = &boxes[(rng(&mut s) as usize) % boxes.len()];
+            let v: [u32; 5] = std::array::from_fn(|d| {
+                r.lo[d] + rng(&mut s) % (r.hi[d] - r.lo[d]).saturating_add(1).max(1)
+            });
+            let linear = boxes
+                .iter()
+                .position(|b| b.matches(&v, true))
+                .map(|p| p as u32);
+            assert_eq!(f.lookup(&v, true), linear, "{v:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use fwc_compiler::analysis::IntervalSet;
 use fwc_compiler::interp::{self, Fate, InterpError, Meta, Oracle, Packet, PathKind};
 use fwc_compiler::ir::*;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::mem::offset_of;
 
@@ -239,21 +240,25 @@ impl Hooks for NoHooks {
 }
 
 /// What callbacks need during one classification.
+///
+/// The driver and the callbacks (reached from generated code through `Ctx::env`) both hold
+/// it by shared reference, never `&mut`: what either changes sits in a `Cell`/`RefCell`,
+/// and the driver borrows those only between calls into generated code.
 pub struct Env<'a> {
     program: &'a Program,
-    oracle: &'a mut dyn Oracle,
-    hooks: &'a mut dyn Hooks,
-    path: PathKind,
+    oracle: RefCell<&'a mut dyn Oracle>,
+    hooks: RefCell<&'a mut dyn Hooks>,
+    path: Cell<PathKind>,
     stateful: &'a [(RuleId, Pred)],
     nat: &'a [(RuleId, Stmt)],
     /// (rule, index of the statement in it) of each `log`/`audit` call site
     log_sites: &'a [(RuleId, u32)],
     meta: &'a Meta,
     /// the output interface once routing after prerouting set it (`meta.oif` until then)
-    routed_oif: Option<Option<String>>,
-    error: Option<InterpError>,
+    routed_oif: RefCell<Option<Option<String>>>,
+    error: RefCell<Option<InterpError>>,
     /// the `log` and `audit` statements that ran, in order: (rule, statement index)
-    pub logs: Vec<(RuleId, u32)>,
+    logs: RefCell<Vec<(RuleId, u32)>>,
 }
 
 /// Compilation options.
@@ -383,10 +388,10 @@ impl Drop for JitProgram {
 
 /// # Safety
 /// `ctx` must point to the live `Ctx` of a classification whose `env` points to its `Env`.
-unsafe fn env<'e>(ctx: *mut Ctx) -> &'e mut Env<'e> {
+unsafe fn env<'e>(ctx: *mut Ctx) -> &'e Env<'e> {
     // SAFETY: guaranteed by the caller (only generated code calls the callbacks, with the
-    // ctx the driver passed it, whose env outlives the call).
-    unsafe { &mut *((*ctx).env as *mut Env<'e>) }
+    // ctx the driver passed it, whose env outlives the call); shared, as the driver's is.
+    unsafe { &*((*ctx).env as *const Env<'e>) }
 }
 
 extern "C" fn cb_stateful(ctx: *mut Ctx, idx: u32) -> u32 {
@@ -396,8 +401,8 @@ extern "C" fn cb_stateful(ctx: *mut Ctx, idx: u32) -> u32 {
         return 0;
     };
     let hit = match pred {
-        Pred::Statistic { p } => e.oracle.statistic(*rule, *p),
-        other => e.oracle.limit(*rule, other),
+        Pred::Statistic { p } => e.oracle.borrow_mut().statistic(*rule, *p),
+        other => e.oracle.borrow_mut().limit(*rule, other),
     };
     u32::from(hit)
 }
@@ -406,7 +411,7 @@ extern "C" fn cb_log(ctx: *mut Ctx, site: u32) -> u32 {
     // SAFETY: called by generated code with the classification's ctx.
     let e = unsafe { env(ctx) };
     if let Some(&s) = e.log_sites.get(site as usize) {
-        e.logs.push(s);
+        e.logs.borrow_mut().push(s);
     }
     0
 }
@@ -449,14 +454,23 @@ extern "C" fn cb_nat(ctx: *mut Ctx, idx: u32) -> u32 {
     };
     let mut p = ctx_packet(c);
     p.iif = e.meta.iif.clone();
-    p.oif = e.routed_oif.as_ref().unwrap_or(&e.meta.oif).clone();
-    match e.hooks.nat(e.program, *rule, stmt, &mut p, e.path) {
+    p.oif = e
+        .routed_oif
+        .borrow()
+        .as_ref()
+        .unwrap_or(&e.meta.oif)
+        .clone();
+    let done = e
+        .hooks
+        .borrow_mut()
+        .nat(e.program, *rule, stmt, &mut p, e.path.get());
+    match done {
         Ok(()) => {
             write_back(c, &p);
             1
         }
         Err(err) => {
-            e.error = Some(err);
+            *e.error.borrow_mut() = Some(err);
             0
         }
     }
@@ -485,8 +499,8 @@ struct Gen<'a> {
     /// subchain bodies being inlined around the code emitted now
     inline_depth: u32,
     /// while emitting an action block shared by several rules of a decision-tree run: the
-    /// deciding rule's id, loaded from the run's table (see [`shareable`]); counters and
-    /// `Ctx::rule` use it instead of the rule's own
+    /// deciding rule's id, from the forest's answer or the run's table (see [`shareable`]);
+    /// counters and `Ctx::rule` use it instead of the rule's own
     dyn_rule: Option<Value>,
 }
 
@@ -1226,21 +1240,7 @@ impl Gen<'_> {
             if let Some(run) = runs.iter().find(|r| r.start == i) {
                 // a decision tree finds the first matching rule of the run in one lookup
                 b.switch_to_block(blocks[i]);
-                let tree = Box::new(dtree::Forest::build(&rules[run.start..run.end]));
-                let tptr = &*tree as *const dtree::Forest as i64;
-                self.trees.push(tree);
-                self.tree_rules += run.end - run.start;
-                let mut sig = Signature::new(b.func.signature.call_conv);
-                sig.params.push(AbiParam::new(self.ptr));
-                sig.params.push(AbiParam::new(self.ptr));
-                sig.returns.push(AbiParam::new(types::I32));
-                let sref = b.import_signature(sig);
-                let callee = b
-                    .ins()
-                    .iconst(self.ptr, dtree::lookup_ctx as *const () as usize as i64);
-                let t = b.ins().iconst(self.ptr, tptr);
-                let call = b.ins().call_indirect(sref, callee, &[t, ctx]);
-                let hit = b.inst_results(call)[0];
+                let mut tree = Box::new(dtree::Forest::build(&rules[run.start..run.end]));
                 // the run's rules by action: rules with the same plain statements share one
                 // block (a few blocks in all, not one per rule: the code stays small and the
                 // indirect branch predictable); the others get a block each
@@ -1275,12 +1275,27 @@ impl Gen<'_> {
                         .iter()
                         .enumerate()
                         .all(|(k, r)| u64::from(r.id.0) == u64::from(first_id) + k as u64);
+                if tagged {
+                    // (before the code takes the tree's address)
+                    let tags: Vec<u8> = table.chunks(2).map(|e| e[1] as u8).collect();
+                    tree.set_tags(&tags);
+                }
+                let tptr = &*tree as *const dtree::Forest as i64;
+                self.trees.push(tree);
+                self.tree_rules += run.end - run.start;
+                let mut sig = Signature::new(b.func.signature.call_conv);
+                sig.params.push(AbiParam::new(self.ptr));
+                sig.params.push(AbiParam::new(self.ptr));
+                sig.returns.push(AbiParam::new(types::I32));
+                let sref = b.import_signature(sig);
+                let callee = b
+                    .ins()
+                    .iconst(self.ptr, dtree::lookup_ctx as *const () as usize as i64);
+                let t = b.ins().iconst(self.ptr, tptr);
+                let call = b.ins().call_indirect(sref, callee, &[t, ctx]);
+                let hit = b.inst_results(call)[0];
                 let dispatch = b.create_block();
                 let (id, class) = if tagged {
-                    let tags: Vec<u8> = table.chunks(2).map(|e| e[1] as u8).collect();
-                    if let Some(t) = self.trees.last_mut() {
-                        t.set_tags(&tags);
-                    }
                     // a miss (u32::MAX) goes on after the run
                     let miss = icmp_u(b, IntCC::Equal, hit, u32::MAX);
                     b.ins().brif(miss, blocks[run.end], &[], dispatch, &[]);
@@ -1925,18 +1940,18 @@ impl JitProgram {
         (iif_bits, oif_bits): (&[u64], &[u64]),
         out: &mut JitOutcome,
     ) -> Result<(), InterpError> {
-        let mut env = Env {
+        let env = Env {
             program: &self.program,
-            oracle,
-            hooks,
-            path,
+            oracle: RefCell::new(oracle),
+            hooks: RefCell::new(hooks),
+            path: Cell::new(path),
             stateful: &self.stateful,
             log_sites: &self.log_sites,
             nat: &self.nat,
             meta,
-            routed_oif: None,
-            error: None,
-            logs: vec![],
+            routed_oif: RefCell::new(None),
+            error: RefCell::new(None),
+            logs: RefCell::new(Vec::new()),
         };
         let mut ctx = Ctx {
             data: bytes.as_ptr(),
@@ -1959,7 +1974,8 @@ impl JitProgram {
             iif_bits: iif_bits.as_ptr(),
             oif_bits: oif_bits.as_ptr(),
             counters: self.counts.as_mut_ptr(),
-            env: (&mut env) as *mut Env<'_> as *mut std::ffi::c_void,
+            // shared: the callbacks take it back as `&Env`
+            env: (&env) as *const Env<'_> as *mut std::ffi::c_void,
         };
         // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
         // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
@@ -1974,9 +1990,9 @@ impl JitProgram {
             };
             return Ok(());
         }
-        if env.hooks.passive() {
+        if env.hooks.borrow().passive() {
             let (chains, policy) = (&self.chains, &mut self.policy_counts);
-            return Self::run_passive(chains, policy, path, &mut ctx, &mut env, out);
+            return Self::run_passive(chains, policy, path, &mut ctx, &env, out);
         }
         // the output interface, until routing says otherwise
         let mut oif = meta.oif.clone();
@@ -2002,14 +2018,18 @@ impl JitProgram {
                 let v = match op {
                     HookOp::Conntrack => {
                         refresh(&mut scratch, &ctx);
-                        ctx.ct = u32::from(env.hooks.conntrack(hook, &scratch, ctx.ct as u8));
+                        ctx.ct = u32::from(env.hooks.borrow_mut().conntrack(
+                            hook,
+                            &scratch,
+                            ctx.ct as u8,
+                        ));
                         continue;
                     }
                     HookOp::NatPoint => {
                         if !nat_done {
                             nat_done = true;
                             refresh(&mut scratch, &ctx);
-                            env.hooks.nat_point(hook, &mut scratch);
+                            env.hooks.borrow_mut().nat_point(hook, &mut scratch);
                             write_back(&mut ctx, &scratch);
                         }
                         continue;
@@ -2017,7 +2037,7 @@ impl JitProgram {
                     HookOp::Fn(id) => {
                         ctx.rule = NO_RULE;
                         refresh(&mut scratch, &ctx);
-                        let v = env.hooks.call(id, hook, &mut scratch);
+                        let v = env.hooks.borrow_mut().call(id, hook, &mut scratch);
                         write_back(&mut ctx, &scratch);
                         ctx.mark = scratch.mark;
                         v
@@ -2032,7 +2052,7 @@ impl JitProgram {
                             if !first_packet(&ctx) {
                                 if !translated {
                                     refresh(&mut scratch, &ctx);
-                                    env.hooks.nat_point(hook, &mut scratch);
+                                    env.hooks.borrow_mut().nat_point(hook, &mut scratch);
                                     write_back(&mut ctx, &scratch);
                                 }
                                 continue;
@@ -2041,15 +2061,23 @@ impl JitProgram {
                         let f = self.chains[e.chain.0 as usize];
                         let policy = &mut self.policy_counts[e.chain.0 as usize];
                         // SAFETY: as `run_base` requires: `ctx.env` points to `env`, alive
-                        // until the end of this function.
+                        // until the end of this function, and no borrow of its cells is
+                        // held across the call.
                         let r = unsafe { run_base(e, f, &mut ctx, policy) };
                         last = ctx.rule;
-                        match chain_end(r, &ctx, &mut env)? {
+                        match chain_end(r, &ctx, &env)? {
                             ChainEnd::Next => continue,
                             ChainEnd::Hook(v) => v,
                             ChainEnd::Reject(kind) => {
                                 out.fate = Fate::Reject(kind);
-                                finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
+                                finish(
+                                    out,
+                                    &ctx,
+                                    &mut env.logs.borrow_mut(),
+                                    path,
+                                    &meta.iif,
+                                    &oif,
+                                );
                                 return Ok(());
                             }
                         }
@@ -2060,7 +2088,11 @@ impl JitProgram {
                 let mut hops = 0;
                 while let HookVerdict::Queue { num, bypass } = v {
                     refresh(&mut scratch, &ctx);
-                    let Some(r) = env.hooks.queue(num, bypass, hook, &mut scratch) else {
+                    let queued = env
+                        .hooks
+                        .borrow_mut()
+                        .queue(num, bypass, hook, &mut scratch);
+                    let Some(r) = queued else {
                         break;
                     };
                     write_back(&mut ctx, &scratch);
@@ -2088,23 +2120,23 @@ impl JitProgram {
                     HookVerdict::Stolen => Fate::Stolen,
                 };
                 out.fate = fate;
-                finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
+                finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, &oif);
                 return Ok(());
             }
             if hook == Hook::Prerouting {
                 // routing: a destination NAT decides where the packet goes on
                 refresh(&mut scratch, &ctx);
-                let (routed, routed_oif) = env.hooks.route(path, &scratch);
+                let (routed, routed_oif) = env.hooks.borrow_mut().route(path, &scratch);
                 if routed != path && routed.hooks().first() == Some(&Hook::Prerouting) {
                     path = routed;
-                    env.path = routed;
+                    env.path.set(routed);
                 }
                 if routed_oif != oif {
                     self.iface_bits(routed_oif.as_deref(), &mut routed_oif_bits);
                     // the buffer lives until the end of this function, past every use of
                     // `ctx`
                     ctx.oif_bits = routed_oif_bits.as_ptr();
-                    env.routed_oif = Some(routed_oif.clone());
+                    *env.routed_oif.borrow_mut() = Some(routed_oif.clone());
                     scratch.oif = routed_oif.clone();
                     oif = routed_oif;
                 }
@@ -2112,7 +2144,7 @@ impl JitProgram {
         }
         ctx.rule = last;
         out.fate = Fate::Accept;
-        finish(out, &ctx, &mut env.logs, path, &meta.iif, &oif);
+        finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, &oif);
         Ok(())
     }
 
@@ -2125,7 +2157,7 @@ impl JitProgram {
         policy_counts: &mut [(u64, u64)],
         path: PathKind,
         ctx: &mut Ctx,
-        env: &mut Env<'_>,
+        env: &Env<'_>,
         out: &mut JitOutcome,
     ) -> Result<(), InterpError> {
         let mut last = NO_RULE;
@@ -2139,7 +2171,8 @@ impl JitProgram {
                     let f = chains[e.chain.0 as usize];
                     let policy = &mut policy_counts[e.chain.0 as usize];
                     // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set by
-                    // `run`), alive for the whole call.
+                    // `run`), alive for the whole call, and no borrow of its cells is held
+                    // across the call.
                     let r = unsafe { run_base(e, f, ctx, policy) };
                     last = ctx.rule;
                     match chain_end(r, ctx, env)? {
@@ -2156,7 +2189,14 @@ impl JitProgram {
             Fate::Accept
         };
         out.fate = fate;
-        finish(out, ctx, &mut env.logs, path, &env.meta.iif, &env.meta.oif);
+        finish(
+            out,
+            ctx,
+            &mut env.logs.borrow_mut(),
+            path,
+            &env.meta.iif,
+            &env.meta.oif,
+        );
         Ok(())
     }
 }
@@ -2181,7 +2221,8 @@ enum ChainEnd {
 ///
 /// # Safety
 /// `f` is generated chain code of this program; `ctx` is the classification's context with
-/// `ctx.env` pointing to its live `Env`.
+/// `ctx.env` pointing to its live `Env`, none of whose `RefCell`s is borrowed (the
+/// callbacks borrow them).
 unsafe fn run_base(e: &HookEntry, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)) -> u32 {
     ctx.rule = NO_RULE;
     // before conntrack (raw) there is no connection: `ct state` is invalid, or untracked
@@ -2209,7 +2250,7 @@ unsafe fn run_base(e: &HookEntry, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, 
 
 /// What a base chain's verdict code means for its hook; an error a callback left (or the
 /// one a chain can only end with for lack of an interface address).
-fn chain_end(r: u32, ctx: &Ctx, env: &mut Env<'_>) -> Result<ChainEnd, InterpError> {
+fn chain_end(r: u32, ctx: &Ctx, env: &Env<'_>) -> Result<ChainEnd, InterpError> {
     Ok(match r {
         verdict::ACCEPT => ChainEnd::Next,
         verdict::DROP => ChainEnd::Hook(HookVerdict::Drop),
