@@ -335,9 +335,6 @@ fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, tot
     }
 }
 
-/// Most trees a forest has (one per group of `Forest::from_boxes`).
-const MAX_TREES: usize = 8;
-
 /// A leaf word with no rules (the start of a tree the packet lies outside of).
 const EMPTY_LEAF: u64 = 1;
 
@@ -432,8 +429,6 @@ impl Forest {
             })
             .collect();
         trees.sort_by_key(|t| t.1[0]);
-        // one group per combination of three large-or-not bits
-        assert!(trees.len() <= MAX_TREES);
         let mut f = Forest {
             trees: Vec::with_capacity(trees.len()),
             words: Vec::new(),

@@ -1994,8 +1994,7 @@ impl JitProgram {
             let (chains, policy) = (&self.chains, &mut self.policy_counts);
             return Self::run_passive(chains, policy, path, &mut ctx, &env, out);
         }
-        // the output interface, until routing says otherwise
-        let mut oif = meta.oif.clone();
+        // (the output interface: `env.routed_oif` once routing set it, `meta.oif` until then)
         let mut routed_oif_bits: Vec<u64> = Vec::new();
         let mut last = NO_RULE;
         let mut path = path;
@@ -2003,7 +2002,7 @@ impl JitProgram {
         // from the context before each call (no allocation per step)
         let mut scratch = ctx_packet(&ctx);
         scratch.iif = meta.iif.clone();
-        scratch.oif = oif.clone();
+        scratch.oif = meta.oif.clone();
         let refresh = |p: &mut Packet, ctx: &Ctx| fill_packet(p, ctx);
         let mut hi = 0;
         while let Some(&hook) = path.hooks().get(hi) {
@@ -2076,7 +2075,7 @@ impl JitProgram {
                                     &mut env.logs.borrow_mut(),
                                     path,
                                     &meta.iif,
-                                    &oif,
+                                    env.routed_oif.borrow().as_ref().unwrap_or(&meta.oif),
                                 );
                                 return Ok(());
                             }
@@ -2120,7 +2119,9 @@ impl JitProgram {
                     HookVerdict::Stolen => Fate::Stolen,
                 };
                 out.fate = fate;
-                finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, &oif);
+                let oif = env.routed_oif.borrow();
+                let oif = oif.as_ref().unwrap_or(&meta.oif);
+                finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, oif);
                 return Ok(());
             }
             if hook == Hook::Prerouting {
@@ -2131,20 +2132,22 @@ impl JitProgram {
                     path = routed;
                     env.path.set(routed);
                 }
-                if routed_oif != oif {
+                let changed = &routed_oif != env.routed_oif.borrow().as_ref().unwrap_or(&meta.oif);
+                if changed {
                     self.iface_bits(routed_oif.as_deref(), &mut routed_oif_bits);
                     // the buffer lives until the end of this function, past every use of
                     // `ctx`
                     ctx.oif_bits = routed_oif_bits.as_ptr();
-                    *env.routed_oif.borrow_mut() = Some(routed_oif.clone());
                     scratch.oif = routed_oif.clone();
-                    oif = routed_oif;
+                    *env.routed_oif.borrow_mut() = Some(routed_oif);
                 }
             }
         }
         ctx.rule = last;
         out.fate = Fate::Accept;
-        finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, &oif);
+        let oif = env.routed_oif.borrow();
+        let oif = oif.as_ref().unwrap_or(&meta.oif);
+        finish(out, &ctx, &mut env.logs.borrow_mut(), path, &meta.iif, oif);
         Ok(())
     }
 
