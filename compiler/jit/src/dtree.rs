@@ -249,54 +249,103 @@ struct FlatTree {
     hull: LeafBox,
 }
 
-/// A rule's box as a leaf stores it (32 bytes: two to a cache line).
+/// A rule's box as a leaf stores it (32 bytes: two to a cache line): per [`Key`] word, the
+/// low ends of its lanes and their widths (high end minus low end) with the guard bits set,
+/// so that a box test is two subtractions per word for all five dimensions (SWAR).
+///
+/// The run position and the tag ride in the bits above the lanes, which the test ignores:
+/// position bits 7-19 in `lo[1]` bits 51-63 (a shift gives a lower bound of the position to
+/// stop a leaf's scan by), bits 0-6 in `width[1]` bits 51-57, the tag in `width[1]` bits
+/// 58-63.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct LeafBox {
-    /// per dimension: the low end and the width (high end minus low end)
-    saddr: [u32; 2],
-    daddr: [u32; 2],
-    sport: [u16; 2],
-    dport: [u16; 2],
-    proto: [u8; 2],
-    needs_ports: bool,
-    /// what [`Forest::set_tags`] gave the rule (0 until then)
-    tag: u8,
-    /// the rule's position in the run
-    pos: u32,
+    lo: [u64; 2],
+    width: [u64; 2],
 }
+
+/// Where each dimension's lane starts in a [`Key`] (bit 64 and on: the second word): saddr,
+/// sport and proto in the first word, daddr and dport in the second. Each lane has a guard
+/// bit above it ([`GUARD`]); dport's lane is 17 bits wide: a packet without ports has dport
+/// 0x10000 there, which no rule matching ports covers.
+const KEY_AT: [u8; 5] = [0, 64, 50, 33, 97];
+
+/// The guard bit above every lane, per word.
+const GUARD: [u64; 2] = [1 << 32 | 1 << 49 | 1 << 58, 1 << 32 | 1 << 50];
+
+/// Where the bits above the lanes start in the second word.
+const SPARE_AT: u32 = 51;
+
+/// A lookup's dport for a packet without ports.
+const NO_PORTS: u32 = 0x10000;
 
 impl LeafBox {
     fn of(b: &RuleBox, pos: u32) -> LeafBox {
-        // boxes in leaves are never empty and within each dimension's width
-        let hi = |d: usize, max: u32| b.hi[d].min(max);
+        debug_assert!(pos <= MAX_RUN as u32);
+        // boxes in leaves are never empty and within each dimension's width; a rule that
+        // matches no port also covers a packet without ports
+        let hi = |d: usize, max: u32| u64::from(b.hi[d].min(max));
+        let dport_hi = if b.needs_ports {
+            hi(4, 65535)
+        } else {
+            u64::from(NO_PORTS)
+        };
+        let lo = b.lo.map(u64::from);
+        let w = [
+            hi(0, u32::MAX) - lo[0],
+            hi(1, u32::MAX) - lo[1],
+            hi(2, 255) - lo[2],
+            hi(3, 65535) - lo[3],
+            dport_hi - lo[4],
+        ];
+        let word = |v: [u64; 5], k: usize| {
+            (0..5)
+                .filter(|&d| usize::from(KEY_AT[d] >= 64) == k)
+                .fold(0u64, |acc, d| acc | v[d] << (KEY_AT[d] & 63))
+        };
+        let pos = u64::from(pos);
         LeafBox {
-            saddr: [b.lo[0], b.hi[0] - b.lo[0]],
-            daddr: [b.lo[1], b.hi[1] - b.lo[1]],
-            proto: [b.lo[2] as u8, (hi(2, 255) - b.lo[2]) as u8],
-            sport: [b.lo[3] as u16, (hi(3, 65535) - b.lo[3]) as u16],
-            dport: [b.lo[4] as u16, (hi(4, 65535) - b.lo[4]) as u16],
-            needs_ports: b.needs_ports,
-            tag: 0,
-            pos,
+            lo: [word(lo, 0), word(lo, 1) | (pos >> 7) << SPARE_AT],
+            width: [
+                word(w, 0) | GUARD[0],
+                word(w, 1) | GUARD[1] | (pos & 0x7f) << SPARE_AT,
+            ],
         }
     }
 
+    /// The rule's position in the run.
     #[inline(always)]
-    fn matches(&self, v: &[u32; 8], has_ports: bool) -> bool {
-        // `lo <= x <= lo + width` as `x - lo <= width` (wrapping), and that as the sign of
-        // `width - (x - lo)` in 64 bits: integer arithmetic, no branch per dimension
-        // (compares of booleans, even joined with `&`, became a branch each)
-        let out = |x: u32, lo: u32, width: u32| {
-            u64::from(width).wrapping_sub(u64::from(x.wrapping_sub(lo))) >> 63
-        };
-        let miss = out(v[0], self.saddr[0], self.saddr[1])
-            | out(v[1], self.daddr[0], self.daddr[1])
-            | out(v[2], self.proto[0].into(), self.proto[1].into())
-            | out(v[3], self.sport[0].into(), self.sport[1].into())
-            | out(v[4], self.dport[0].into(), self.dport[1].into())
-            | u64::from(self.needs_ports & !has_ports);
-        miss == 0
+    fn pos(&self) -> u32 {
+        self.pos_high() << 7 | ((self.width[1] >> SPARE_AT) & 0x7f) as u32
+    }
+
+    /// The rule's position in the run, over 128.
+    #[inline(always)]
+    fn pos_high(&self) -> u32 {
+        (self.lo[1] >> SPARE_AT) as u32
+    }
+
+    /// What [`Forest::set_tags`] gave the rule (0 until then).
+    #[inline(always)]
+    fn tag(&self) -> u8 {
+        (self.width[1] >> (SPARE_AT + 7)) as u8
+    }
+
+    fn set_tag(&mut self, tag: u8) {
+        assert!(usize::from(tag) <= MAX_TAG, "a tag fits 6 bits");
+        let at = SPARE_AT + 7;
+        self.width[1] = self.width[1] & !(0x3f << at) | u64::from(tag) << at;
+    }
+
+    /// Does the key's point lie in the box? Per lane, with the key's guard bit set,
+    /// `(x | guard) - lo` cannot borrow from the next lane; without the guard bit it is
+    /// `x - lo` (wrapping in the lane), and `(width | guard)` minus that keeps the guard bit
+    /// exactly when `x - lo <= width`. The bits above the lanes take no part.
+    #[inline(always)]
+    fn matches(&self, k: &Key) -> bool {
+        let u0 = self.width[0].wrapping_sub(k.0[0].wrapping_sub(self.lo[0]) & !GUARD[0]);
+        let u1 = self.width[1].wrapping_sub(k.0[1].wrapping_sub(self.lo[1]) & !GUARD[1]);
+        ((u0 & GUARD[0]) ^ GUARD[0]) | ((u1 & GUARD[1]) ^ GUARD[1]) == 0
     }
 }
 
@@ -341,27 +390,31 @@ const EMPTY_LEAF: u64 = 1;
 /// Where a tag starts in [`Forest::lookup_tagged`]'s answer (run positions fit below it).
 pub const TAG_SHIFT: u32 = 24;
 
+/// The largest tag [`Forest::set_tags`] takes (6 bits in a leaf box).
+pub const MAX_TAG: usize = 63;
+
 /// Most rules a run may have (leaf lengths and positions must fit their bits in a word).
 pub const MAX_RUN: usize = (1 << 20) - 1;
 
-/// Where each dimension's value sits in a [`Key`]: saddr and daddr in the low word, proto,
-/// sport and dport in the high one.
-const KEY_AT: [u8; 5] = [0, 32, 64, 72, 88];
-
-/// The field values of a lookup as two words: a cut takes its bits from one of them with a
-/// shift, no indexed load.
+/// The field values of a lookup in [`LeafBox`]'s lanes, their guard bits set: a cut takes
+/// its bits from one of the two words with a shift, a box test subtracts word from word.
 #[derive(Clone, Copy)]
 struct Key([u64; 2]);
 
 impl Key {
+    /// `None` for a value past its dimension's width (which no rule matches).
     #[inline(always)]
-    fn of(v: &[u32; 8]) -> Key {
-        // (a value past its dimension's width matches no rule: masked, it cannot spill
-        // into the next dimension's bits either)
-        Key([
-            u64::from(v[0]) | u64::from(v[1]) << 32,
-            u64::from(v[2] & 0xff) | u64::from(v[3] & 0xffff) << 8 | u64::from(v[4] & 0xffff) << 24,
-        ])
+    fn of(v: &[u32; 5], has_ports: bool) -> Option<Key> {
+        if v[2] > 255 || (v[3] | v[4]) > 65535 {
+            return None;
+        }
+        let dport = if has_ports { v[4] } else { NO_PORTS };
+        let x = [v[0], v[1], v[2], v[3], dport].map(u64::from);
+        let mut k = GUARD;
+        for d in 0..5 {
+            k[usize::from(KEY_AT[d] >> 6)] |= x[d] << (KEY_AT[d] & 63);
+        }
+        Some(Key(k))
     }
 }
 
@@ -448,9 +501,8 @@ impl Forest {
                     hull.hi[d] = hull.hi[d].max(b.hi[d]);
                 }
             }
-            // a port-less packet is looked up with ports 0: keep the hull open to it
-            hull.lo[3] = 0;
-            hull.lo[4] = 0;
+            // a packet without ports may match when a rule does not need them
+            hull.needs_ports = t.boxes.iter().all(|b| b.is_empty() || b.needs_ports);
             let mut memo = std::collections::HashMap::new();
             let mut root = f.flatten(t, pos, 0, &mut memo);
             if hull.is_empty() {
@@ -553,7 +605,7 @@ impl Forest {
     /// a hit needs no table.
     pub fn set_tags(&mut self, tags: &[u8]) {
         for e in &mut self.leaves {
-            e.tag = tags[e.pos as usize];
+            e.set_tag(tags[e.pos() as usize]);
         }
     }
 
@@ -573,16 +625,16 @@ impl Forest {
     /// The run position and tag of the first matching rule (`u32::MAX` for none).
     #[inline(always)]
     fn search<W: Work>(&self, v: &[u32; 5], has_ports: bool, work: &mut W) -> (u32, u8) {
-        // padded to 8 so that a node's 3-bit dimension indexes it without a check
-        let v8 = [v[0], v[1], v[2], v[3], v[4], 0, 0, 0];
-        let key = Key::of(&v8);
+        let Some(key) = Key::of(v, has_ports) else {
+            return (u32::MAX, 0);
+        };
         let mut best = u32::MAX;
         let mut tag = 0;
         // a tree's first step is taken while the tree before it is walked: the two walks'
         // cache misses overlap instead of coming one after the other (an empty leaf for a
         // tree the packet lies outside of)
         let start = |t: &FlatTree, work: &mut W| {
-            if !t.hull.matches(&v8, has_ports) {
+            if !t.hull.matches(&key) {
                 return EMPTY_LEAF;
             }
             if t.root & 1 == 0 {
@@ -616,14 +668,20 @@ impl Forest {
                 let (s, l) = self.long_leaves[start];
                 (start, len) = (s as usize, l as usize);
             }
+            // (a box past this comes after the best match: its position over 128 is more)
+            let stop = best >> 7;
             for e in &self.leaves[start..start + len] {
-                if e.pos >= best {
+                if e.pos_high() > stop {
                     break; // in run order: the rest come later still
                 }
                 work.leaf_box();
-                if e.matches(&v8, has_ports) {
-                    best = e.pos;
-                    tag = e.tag;
+                if e.matches(&key) {
+                    // the first match of the leaf: the rest come later still
+                    let pos = e.pos();
+                    if pos < best {
+                        best = pos;
+                        tag = e.tag();
+                    }
                     break;
                 }
             }
@@ -1075,27 +1133,53 @@ mod tests {
             hi: [20, u32::MAX, 17, 1000, 65535],
             needs_ports: true,
         };
-        let e = LeafBox::of(&b, 7);
-        let inside = [10u32, 5, 6, 1000, 80, 0, 0, 0];
-        assert!(e.matches(&inside, true));
-        assert!(!e.matches(&inside, false), "needs ports");
+        let mut e = LeafBox::of(&b, MAX_RUN as u32);
+        e.set_tag(MAX_TAG as u8);
+        // the position and tag bits above the lanes take no part in the test
+        assert_eq!((e.pos(), e.tag()), (MAX_RUN as u32, MAX_TAG as u8));
+        let key = |v: [u32; 5], ports: bool| Key::of(&v, ports).unwrap();
+        let inside = [10u32, 5, 6, 1000, 80];
+        assert!(e.matches(&key(inside, true)));
+        assert!(!e.matches(&key(inside, false)), "needs ports");
         // each dimension at both ends, and one past them
         for (d, lo, hi) in [(0, 10u32, 20u32), (2, 6, 17), (3, 1000, 1000)] {
             for (x, want) in [(lo, true), (hi, true), (lo - 1, false), (hi + 1, false)] {
                 let mut v = inside;
                 v[d] = x;
-                assert_eq!(e.matches(&v, true), want, "dimension {d} at {x}");
+                assert_eq!(e.matches(&key(v, true)), want, "dimension {d} at {x}");
             }
         }
         // the full ranges match everything, the extremes included
         for x in [0, u32::MAX] {
             let mut v = inside;
             v[1] = x;
-            assert!(e.matches(&v, true));
+            assert!(e.matches(&key(v, true)));
         }
-        let mut v = inside;
-        v[4] = 65535;
-        assert!(e.matches(&v, true));
+        for x in [0, 65535] {
+            let mut v = inside;
+            v[4] = x;
+            assert!(e.matches(&key(v, true)));
+        }
+        // a position and tag of their own do not change the answers
+        let mut f = LeafBox::of(&b, 0x5_5555);
+        f.set_tag(0x2a);
+        assert_eq!((f.pos(), f.tag()), (0x5_5555, 0x2a));
+        assert!(f.matches(&key(inside, true)) && !f.matches(&key(inside, false)));
+        // a rule without ports matches a packet without them, whatever its ports say
+        let any = RuleBox {
+            lo: [0, 0, 1, 0, 0],
+            hi: [u32::MAX, u32::MAX, 1, 65535, 65535],
+            needs_ports: false,
+        };
+        let g = LeafBox::of(&any, 3);
+        assert!(g.matches(&key([1, 2, 1, 0, 0], false)));
+        assert!(g.matches(&key([1, 2, 1, 7, 65535], false)));
+        assert!(g.matches(&key([1, 2, 1, 7, 65535], true)));
+        assert!(!g.matches(&key([1, 2, 2, 0, 0], false)));
+        // values past their width match nothing
+        assert!(Key::of(&[0, 0, 256, 0, 0], true).is_none());
+        assert!(Key::of(&[0, 0, 6, 65536, 0], true).is_none());
+        assert!(Key::of(&[0, 0, 6, 0, 65536], false).is_none());
     }
 
     #[test]
@@ -1118,7 +1202,7 @@ mod tests {
         let mut s = 0x0bad_cafe_u64;
         let boxes: Vec<RuleBox> = (0..500).map(|_| random_box(&mut s)).collect();
         let mut f = Forest::from_boxes(&boxes);
-        let tags: Vec<u8> = (0..boxes.len()).map(|p| (p * 7 % 251) as u8).collect();
+        let tags: Vec<u8> = (0..boxes.len()).map(|p| (p * 7 % 61) as u8).collect();
         f.set_tags(&tags);
         for _ in 0..2000 {
             let r = &boxes[(rng(&mut s) as usize) % boxes.len()];

@@ -1270,7 +1270,7 @@ impl Gen<'_> {
                 // as the rule's tag and the id is the run's first plus the position (no
                 // table load after the lookup); else a table of (id, class) by position
                 let first_id = run_rules[0].id.0;
-                let tagged = classes.len() <= usize::from(u8::MAX)
+                let tagged = classes.len() <= dtree::MAX_TAG + 1
                     && run_rules
                         .iter()
                         .enumerate()
