@@ -367,6 +367,8 @@ pub struct JitProgram {
     /// functions registered at the hooks, and every hook's steps in order
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
+    /// per path (by `path_index`), the base chains passive hooks run
+    plans: [Vec<PassiveStep>; 3],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -1793,6 +1795,7 @@ impl JitProgram {
             .collect();
         let n = program.rule_count();
         let ops = hook_ops(program, &[]);
+        let plans = passive_plans(program, &chains);
         Ok(JitProgram {
             program: program.clone(),
             module: Some(module),
@@ -1810,6 +1813,7 @@ impl JitProgram {
             clif,
             registered: Vec::new(),
             ops,
+            plans,
             tree_rules,
             code_size,
         })
@@ -1929,6 +1933,7 @@ impl JitProgram {
     }
 
     // the pieces of one classification, borrowed separately from `self`'s scratch buffers
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -1940,6 +1945,7 @@ impl JitProgram {
         (iif_bits, oif_bits): (&[u64], &[u64]),
         out: &mut JitOutcome,
     ) -> Result<(), InterpError> {
+        let passive = hooks.passive();
         let env = Env {
             program: &self.program,
             oracle: RefCell::new(oracle),
@@ -1990,9 +1996,9 @@ impl JitProgram {
             };
             return Ok(());
         }
-        if env.hooks.borrow().passive() {
-            let (chains, policy) = (&self.chains, &mut self.policy_counts);
-            return Self::run_passive(chains, policy, path, &mut ctx, &env, out);
+        if passive {
+            let (plan, policy) = (&self.plans[path_index(path)], &mut self.policy_counts);
+            return Self::run_passive(plan, policy, path, &mut ctx, &env, out);
         }
         // (the output interface: `env.routed_oif` once routing set it, `meta.oif` until then)
         let mut routed_oif_bits: Vec<u64> = Vec::new();
@@ -2062,7 +2068,8 @@ impl JitProgram {
                         // SAFETY: as `run_base` requires: `ctx.env` points to `env`, alive
                         // until the end of this function, and no borrow of its cells is
                         // held across the call.
-                        let r = unsafe { run_base(e, f, &mut ctx, policy) };
+                        let raw = e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY;
+                        let r = unsafe { run_base(raw, f, &mut ctx, policy) };
                         last = ctx.rule;
                         match chain_end(r, &ctx, &env)? {
                             ChainEnd::Next => continue,
@@ -2154,9 +2161,10 @@ impl JitProgram {
     /// The hooks' steps when the hooks are passive ([`Hooks::passive`]): only the base chains
     /// run. Conntrack, the NAT points, routing and registered functions change nothing, and a
     /// queued packet leaves the classification (no handler gives it back), so they are
-    /// skipped; what remains is the general loop's answer without its header copies.
+    /// skipped; what remains is the general loop's answer without its header copies. The
+    /// path's chains come as one flat plan ([`passive_plans`]).
     fn run_passive(
-        chains: &[ChainFn],
+        plan: &[PassiveStep],
         policy_counts: &mut [(u64, u64)],
         path: PathKind,
         ctx: &mut Ctx,
@@ -2164,28 +2172,25 @@ impl JitProgram {
         out: &mut JitOutcome,
     ) -> Result<(), InterpError> {
         let mut last = NO_RULE;
-        let fate = 'hooks: {
-            for &hook in path.hooks() {
-                for e in &env.program.hooks[hook.index()] {
-                    // the nat chain sees a connection's first packet only
-                    if e.table == Table::Nat && !first_packet(ctx) {
-                        continue;
+        let fate = 'steps: {
+            for s in plan {
+                // the nat chain sees a connection's first packet only
+                if s.nat && !first_packet(ctx) {
+                    continue;
+                }
+                let policy = &mut policy_counts[s.chain as usize];
+                // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set by `run`),
+                // alive for the whole call, and no borrow of its cells is held across the
+                // call.
+                let r = unsafe { run_base(s.raw, s.f, ctx, policy) };
+                last = ctx.rule;
+                match chain_end(r, ctx, env)? {
+                    ChainEnd::Next => {}
+                    ChainEnd::Hook(HookVerdict::Queue { num, bypass }) => {
+                        break 'steps Fate::Queue { num, bypass };
                     }
-                    let f = chains[e.chain.0 as usize];
-                    let policy = &mut policy_counts[e.chain.0 as usize];
-                    // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set by
-                    // `run`), alive for the whole call, and no borrow of its cells is held
-                    // across the call.
-                    let r = unsafe { run_base(e, f, ctx, policy) };
-                    last = ctx.rule;
-                    match chain_end(r, ctx, env)? {
-                        ChainEnd::Next => {}
-                        ChainEnd::Hook(HookVerdict::Queue { num, bypass }) => {
-                            break 'hooks Fate::Queue { num, bypass };
-                        }
-                        ChainEnd::Hook(_) => break 'hooks Fate::Drop,
-                        ChainEnd::Reject(kind) => break 'hooks Fate::Reject(kind),
-                    }
+                    ChainEnd::Hook(_) => break 'steps Fate::Drop,
+                    ChainEnd::Reject(kind) => break 'steps Fate::Reject(kind),
                 }
             }
             ctx.rule = last;
@@ -2204,6 +2209,45 @@ impl JitProgram {
     }
 }
 
+/// Where a path's plan is in `JitProgram::plans`.
+fn path_index(path: PathKind) -> usize {
+    match path {
+        PathKind::Input => 0,
+        PathKind::Forward => 1,
+        PathKind::Output => 2,
+    }
+}
+
+/// A base chain as passive hooks run it.
+#[derive(Clone, Copy)]
+struct PassiveStep {
+    f: ChainFn,
+    chain: u32,
+    /// the nat table's chain (a connection's first packet only)
+    nat: bool,
+    /// runs before conntrack (the raw table's place)
+    raw: bool,
+}
+
+/// Per path, the base chains of its hooks in the order a packet meets them: what
+/// `run_passive` runs, without walking hooks and their entries on every packet.
+fn passive_plans(program: &Program, chains: &[ChainFn]) -> [Vec<PassiveStep>; 3] {
+    const PATHS: [PathKind; 3] = [PathKind::Input, PathKind::Forward, PathKind::Output];
+    debug_assert!(PATHS.iter().enumerate().all(|(i, &p)| path_index(p) == i));
+    PATHS.map(|path| {
+        path.hooks()
+            .iter()
+            .flat_map(|h| &program.hooks[h.index()])
+            .map(|e| PassiveStep {
+                f: chains[e.chain.0 as usize],
+                chain: e.chain.0,
+                nat: e.table == Table::Nat,
+                raw: e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY,
+            })
+            .collect()
+    })
+}
+
 /// Whether the packet opens a connection (NEW or RELATED): the nat chains see those only.
 fn first_packet(ctx: &Ctx) -> bool {
     ctx.ct as u8 & (ct::NEW | ct::RELATED) != 0
@@ -2218,7 +2262,7 @@ enum ChainEnd {
     Reject(RejectKind),
 }
 
-/// Runs base chain `f` (attached as `e`) on the packet: `ctx.rule` is the deciding rule
+/// Runs base chain `f` (`raw`: attached before conntrack) on the packet: `ctx.rule` is the deciding rule
 /// after it, or [`NO_RULE`] when the policy decided (then counted in `policy`). Returns the
 /// chain's verdict code.
 ///
@@ -2226,11 +2270,11 @@ enum ChainEnd {
 /// `f` is generated chain code of this program; `ctx` is the classification's context with
 /// `ctx.env` pointing to its live `Env`, none of whose `RefCell`s is borrowed (the
 /// callbacks borrow them).
-unsafe fn run_base(e: &HookEntry, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)) -> u32 {
+unsafe fn run_base(raw: bool, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)) -> u32 {
     ctx.rule = NO_RULE;
     // before conntrack (raw) there is no connection: `ct state` is invalid, or untracked
     // once `notrack` ran (the interpreter's rule)
-    let before_ct = (e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY).then_some(ctx.ct);
+    let before_ct = raw.then_some(ctx.ct);
     if before_ct.is_some() && ctx.ct != u32::from(ct::UNTRACKED) {
         ctx.ct = u32::from(ct::INVALID);
     }
