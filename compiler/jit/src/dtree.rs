@@ -245,8 +245,6 @@ struct FlatTree {
     /// the run position of its first rule: once a match before it is found, this tree and
     /// every later one can be skipped
     min: u32,
-    /// the bounding box of its rules: a packet outside it skips the tree
-    hull: LeafBox,
 }
 
 /// A rule's box as a leaf stores it (32 bytes: two to a cache line): per [`Key`] word, the
@@ -490,35 +488,13 @@ impl Forest {
             stats: trees.iter().map(|(t, _)| t.stats()).collect(),
         };
         for (t, pos) in &trees {
-            let mut hull = RuleBox {
-                lo: [u32::MAX; 5],
-                hi: [0; 5],
-                needs_ports: false,
-            };
-            for b in t.boxes.iter().filter(|b| !b.is_empty()) {
-                for d in 0..5 {
-                    hull.lo[d] = hull.lo[d].min(b.lo[d]);
-                    hull.hi[d] = hull.hi[d].max(b.hi[d]);
-                }
-            }
-            // a packet without ports may match when a rule does not need them
-            hull.needs_ports = t.boxes.iter().all(|b| b.is_empty() || b.needs_ports);
             let mut memo = std::collections::HashMap::new();
             let mut root = f.flatten(t, pos, 0, &mut memo);
-            if hull.is_empty() {
+            if t.boxes.iter().all(RuleBox::is_empty) {
                 // no rule of the tree can match: nothing to walk
                 root = EMPTY_LEAF;
-                hull = RuleBox {
-                    lo: [0; 5],
-                    hi: [0; 5],
-                    needs_ports: false,
-                };
             }
-            f.trees.push(FlatTree {
-                root,
-                min: pos[0],
-                hull: LeafBox::of(&hull, 0),
-            });
+            f.trees.push(FlatTree { root, min: pos[0] });
         }
         f
     }
@@ -631,12 +607,11 @@ impl Forest {
         let mut best = u32::MAX;
         let mut tag = 0;
         // a tree's first step is taken while the tree before it is walked: the two walks'
-        // cache misses overlap instead of coming one after the other (an empty leaf for a
-        // tree the packet lies outside of)
+        // cache misses overlap instead of coming one after the other (every tree's root
+        // covers the whole space: a packet outside its rules' hull ends in a leaf whose boxes
+        // it misses; testing hulls first cost more in mispredicted branches than the walks
+        // it spared)
         let start = |t: &FlatTree, work: &mut W| {
-            if !t.hull.matches(&key) {
-                return EMPTY_LEAF;
-            }
             if t.root & 1 == 0 {
                 work.node();
             }
@@ -652,7 +627,7 @@ impl Forest {
                 next = start(u, work);
             }
             if w == EMPTY_LEAF {
-                continue; // the packet lies outside every rule of this tree
+                continue; // no rule of this tree can match
             }
             work.tree();
             let mut w = w;
