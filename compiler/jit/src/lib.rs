@@ -2163,6 +2163,7 @@ impl JitProgram {
     /// queued packet leaves the classification (no handler gives it back), so they are
     /// skipped; what remains is the general loop's answer without its header copies. The
     /// path's chains come as one flat plan ([`passive_plans`]).
+    #[inline(always)]
     fn run_passive(
         plan: &[PassiveStep],
         policy_counts: &mut [(u64, u64)],
@@ -2322,7 +2323,7 @@ fn chain_end(r: u32, ctx: &Ctx, env: &Env<'_>) -> Result<ChainEnd, InterpError> 
 /// Writes the end of a classification into the caller's outcome (its strings and vectors
 /// reused); the fate is set by the caller (an enum built on the stack and passed in costs a
 /// store-forwarding stall on every packet).
-#[inline]
+#[inline(always)]
 fn finish(
     out: &mut JitOutcome,
     ctx: &Ctx,
