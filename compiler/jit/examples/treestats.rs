@@ -1,6 +1,6 @@
 //! Prints decision-forest statistics for generated rule sets and times the forest's lookup
-//! alone (no packet parsing, no driver) over the classify bench's trace: `cargo run --release
-//! -p fwc-jit --example treestats -- 10000 acl`.
+//! alone (no packet parsing, no driver; the Rust walk and the compiled one) over the classify
+//! bench's trace: `cargo run --release -p fwc-jit --example treestats -- 10000 acl`.
 use fwc_compiler::gen::{ruleset, Style};
 use fwc_jit::dtree::{Forest, RuleBox, WorkCount};
 fn main() {
@@ -30,18 +30,24 @@ fn main() {
     // the classify bench's trace
     let boxes: Vec<RuleBox> = chain.rules.iter().filter_map(RuleBox::of).collect();
     let points = fwc_jit::dtree::trace(&boxes, 4096, 99);
-    let start = std::time::Instant::now();
-    let mut count = 0u64;
-    while start.elapsed().as_millis() < 1000 {
-        for (v, has_ports) in &points {
-            std::hint::black_box(t.lookup(std::hint::black_box(v), *has_ports));
+    // ns per lookup over the trace, for about a second
+    let time = |lookup: &dyn Fn(&[u32; 5], bool) -> u32| {
+        let start = std::time::Instant::now();
+        let mut count = 0u64;
+        while start.elapsed().as_millis() < 1000 {
+            for (v, has_ports) in &points {
+                std::hint::black_box(lookup(std::hint::black_box(v), *has_ports));
+            }
+            count += points.len() as u64;
         }
-        count += points.len() as u64;
-    }
-    println!(
-        "forest lookup alone: {:.1} ns",
         start.elapsed().as_nanos() as f64 / count as f64
-    );
+    };
+    let rust = time(&|v, p| t.lookup_tagged(v, p));
+    println!("forest lookup alone: {rust:.1} ns");
+    // the same walk as the classifier compiles it
+    let c = fwc_jit::CompiledLookup::new(Forest::build(&chain.rules)).unwrap();
+    let compiled = time(&|v, p| c.lookup(v, p));
+    println!("compiled lookup alone: {compiled:.1} ns");
     let mut w = WorkCount::default();
     for (v, has_ports) in &points {
         t.lookup_counting(v, *has_ports, &mut w);

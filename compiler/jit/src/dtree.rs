@@ -15,7 +15,9 @@
 //! the first match. Lookup cost is the depth (a shift and mask per level) plus at most
 //! `BINTH` box checks, independent of the run's length.
 
-use crate::Ctx;
+use cranelift_codegen::ir::Value;
+use cranelift_codegen::ir::{self, condcodes::IntCC, types, BlockArg, InstBuilder, MemFlagsData};
+use cranelift_frontend::FunctionBuilder;
 use fwc_compiler::analysis::IntervalSet;
 use fwc_compiler::ir::{Field, Pred, Rule, Stmt};
 
@@ -677,6 +679,281 @@ impl Forest {
         self.words[(w >> 32) as usize + c as usize]
     }
 
+    /// Checks what generated code walking the forest relies on, its loads being unchecked:
+    /// every cut's children are words of the forest and every leaf's boxes are boxes of it
+    /// (a long leaf's through `long_leaves`). Panics when not.
+    pub fn verify(&self) {
+        let mut seen = std::collections::HashSet::new();
+        let mut todo: Vec<u64> = self.trees.iter().map(|t| t.root).collect();
+        while let Some(w) = todo.pop() {
+            if !seen.insert(w) {
+                continue;
+            }
+            if w & 1 != 0 {
+                let (start, len) = ((w >> 33) as usize, ((w >> 1) & 0xfff) as usize);
+                let (start, len) = if len == LONG_LEAF {
+                    let (s, l) = self.long_leaves[start];
+                    (s as usize, l as usize)
+                } else {
+                    (start, len)
+                };
+                assert!(
+                    start + len <= self.leaves.len(),
+                    "a leaf's boxes in the forest"
+                );
+                continue;
+            }
+            let (at, mask, first) = ((w >> 1) & 127, (w >> 8) & 255, (w >> 32) as usize);
+            assert!(
+                (at & 63) + u64::from(64 - mask.leading_zeros()) <= 64,
+                "a cut's bits within its key word"
+            );
+            assert!(
+                (first + mask as usize) < self.words.len(),
+                "a cut's children in the forest"
+            );
+            todo.extend(&self.words[first..=first + mask as usize]);
+        }
+    }
+
+    /// Emits the lookup into generated code, where `b` is positioned: the same answer as
+    /// [`Forest::lookup_tagged`] as an I32 value, for the packet's fields given as I32
+    /// values (`has_ports` as a 0/1 value of any integer type), in the block the builder is
+    /// left in.
+    ///
+    /// Compiled per forest, the walk needs no call, no loop over the trees and no loads of
+    /// their roots: each tree's first step is a shift, a mask and one load with constants
+    /// (taken, as in [`Forest::lookup_tagged`], while the tree before it is walked); the
+    /// rest walks the same words and boxes the same way. Its loads into the forest are
+    /// unchecked: [`Forest::verify`] runs first. The forest must outlive the code and not
+    /// change.
+    pub fn emit_lookup(
+        &self,
+        b: &mut FunctionBuilder,
+        ptr: ir::Type,
+        fields: [Value; 5],
+        has_ports: Value,
+    ) -> Value {
+        self.verify();
+        let flags = MemFlagsData::trusted().with_readonly();
+        let i64c = |b: &mut FunctionBuilder, v: u64| b.ins().iconst(types::I64, v as i64);
+        let base = |b: &mut FunctionBuilder, p: *const u8| b.ins().iconst(ptr, p as usize as i64);
+        // the key's two words, as `Key::of` (values from the context are within their
+        // widths; masked all the same)
+        let [saddr, daddr, proto, sport, dport] = fields;
+        let widen = |b: &mut FunctionBuilder, v: Value, mask: u64| {
+            let x = b.ins().uextend(types::I64, v);
+            if mask == u64::from(u32::MAX) {
+                x
+            } else {
+                b.ins().band_imm_u(x, mask as i64)
+            }
+        };
+        let x = [
+            widen(b, saddr, u64::from(u32::MAX)),
+            widen(b, daddr, u64::from(u32::MAX)),
+            widen(b, proto, 0xff),
+            widen(b, sport, 0xffff),
+            widen(b, dport, 0xffff),
+        ];
+        let no_ports = i64c(b, u64::from(NO_PORTS));
+        let x4 = b.ins().select(has_ports, x[4], no_ports);
+        let x = [x[0], x[1], x[2], x[3], x4];
+        let mut key = [i64c(b, GUARD[0]), i64c(b, GUARD[1])];
+        for d in 0..5 {
+            let k = usize::from(KEY_AT[d] >> 6);
+            let sh = b.ins().ishl_imm_u(x[d], i64::from(KEY_AT[d] & 63));
+            key[k] = b.ins().bor(key[k], sh);
+        }
+        let words = base(b, self.words.as_ptr().cast());
+        let leaves = base(b, self.leaves.as_ptr().cast());
+        let best = b.declare_var(types::I32);
+        let tag = b.declare_var(types::I32);
+        let next = b.declare_var(types::I64);
+        let none = b.ins().iconst(types::I32, i64::from(u32::MAX as i32));
+        b.def_var(best, none);
+        let zero = b.ins().iconst(types::I32, 0);
+        b.def_var(tag, zero);
+        // a tree's first step: from its root word, with constants
+        let first_step = |b: &mut FunctionBuilder, root: u64| -> Value {
+            if root & 1 != 0 {
+                return i64c(b, root);
+            }
+            let at = (root >> 1) & 127;
+            let x = b
+                .ins()
+                .ushr_imm_u(key[(at >> 6) as usize], (at & 63) as i64);
+            let c = b.ins().band_imm_u(x, ((root >> 8) & 255) as i64);
+            let o = b.ins().ishl_imm_u(c, 3);
+            let a = b.ins().iadd(words, o);
+            b.ins()
+                .load(types::I64, flags, a, ((root >> 32) * 8) as i32)
+        };
+        let done = b.create_block();
+        if let Some(t) = self.trees.first() {
+            let w = first_step(b, t.root);
+            b.def_var(next, w);
+        }
+        let mut here = b.create_block();
+        b.ins().jump(here, &[]);
+        for (i, t) in self.trees.iter().enumerate() {
+            let after = if i + 1 < self.trees.len() {
+                b.create_block()
+            } else {
+                done
+            };
+            b.switch_to_block(here);
+            // sorted by their first rule: once the best match comes before this tree's
+            // first, no later tree can do better
+            let cur = b.use_var(best);
+            let beaten = b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, cur, i64::from(t.min));
+            let go = b.create_block();
+            b.ins().brif(beaten, done, &[], go, &[]);
+            b.switch_to_block(go);
+            let w = b.use_var(next);
+            if let Some(u) = self.trees.get(i + 1) {
+                let nw = first_step(b, u.root);
+                b.def_var(next, nw);
+            }
+            if t.root == EMPTY_LEAF {
+                // no rule of this tree can match
+                b.ins().jump(after, &[]);
+                here = after;
+                continue;
+            }
+            // down to a leaf
+            let walk = b.create_block();
+            b.append_block_param(walk, types::I64);
+            let step = b.create_block();
+            let leaf = b.create_block();
+            b.ins().jump(walk, &[BlockArg::Value(w)]);
+            b.switch_to_block(walk);
+            let w = b.block_params(walk)[0];
+            let bit = b.ins().band_imm_u(w, 1);
+            b.ins().brif(bit, leaf, &[], step, &[]);
+            b.switch_to_block(step);
+            let at = b.ins().ushr_imm_u(w, 1);
+            let at = b.ins().band_imm_u(at, 127);
+            let hi = b
+                .ins()
+                .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, at, 64);
+            let kx = b.ins().select(hi, key[1], key[0]);
+            let x = b.ins().ushr(kx, at);
+            let m = b.ins().ushr_imm_u(w, 8);
+            let m = b.ins().band_imm_u(m, 255);
+            let c = b.ins().band(x, m);
+            let first = b.ins().ushr_imm_u(w, 32);
+            let idx = b.ins().iadd(first, c);
+            let o = b.ins().ishl_imm_u(idx, 3);
+            let a = b.ins().iadd(words, o);
+            let child = b.ins().load(types::I64, flags, a, 0);
+            b.ins().jump(walk, &[BlockArg::Value(child)]);
+            // a leaf whose first rule comes after the best match so far is skipped unread
+            b.switch_to_block(leaf);
+            let cur = b.use_var(best);
+            let cur64 = b.ins().uextend(types::I64, cur);
+            let lead = b.ins().ushr_imm_u(w, 13);
+            let lead = b.ins().band_imm_u(lead, MAX_RUN as i64);
+            let late = b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, lead, cur64);
+            let open = b.create_block();
+            b.ins().brif(late, after, &[], open, &[]);
+            b.switch_to_block(open);
+            let start = b.ins().ushr_imm_u(w, 33);
+            let len = b.ins().ushr_imm_u(w, 1);
+            let len = b.ins().band_imm_u(len, 0xfff);
+            let scan = b.create_block();
+            b.append_block_param(scan, types::I64);
+            b.append_block_param(scan, types::I64);
+            let long = b.create_block();
+            let is_long = b.ins().icmp_imm_u(IntCC::Equal, len, LONG_LEAF as i64);
+            b.ins().brif(
+                is_long,
+                long,
+                &[],
+                scan,
+                &[BlockArg::Value(start), BlockArg::Value(len)],
+            );
+            b.switch_to_block(long);
+            let table = base(b, self.long_leaves.as_ptr().cast());
+            let o = b.ins().ishl_imm_u(start, 3);
+            let a = b.ins().iadd(table, o);
+            let ls = b.ins().uload32(flags, a, 0);
+            let ll = b.ins().uload32(flags, a, 4);
+            b.ins()
+                .jump(scan, &[BlockArg::Value(ls), BlockArg::Value(ll)]);
+            // the boxes in run order, stopped at the first match or past the best match
+            b.switch_to_block(scan);
+            let (start, len) = (b.block_params(scan)[0], b.block_params(scan)[1]);
+            let o = b.ins().ishl_imm_u(start, 5);
+            let p0 = b.ins().iadd(leaves, o);
+            let n = b.ins().ishl_imm_u(len, 5);
+            let end = b.ins().iadd(p0, n);
+            let stop = b.ins().ushr_imm_u(cur64, 7);
+            let head = b.create_block();
+            b.append_block_param(head, ptr);
+            let body = b.create_block();
+            let hit = b.create_block();
+            b.ins().jump(head, &[BlockArg::Value(p0)]);
+            b.switch_to_block(head);
+            let p = b.block_params(head)[0];
+            let more = b.ins().icmp(IntCC::UnsignedLessThan, p, end);
+            b.ins().brif(more, body, &[], after, &[]);
+            b.switch_to_block(body);
+            let lo1 = b.ins().load(types::I64, flags, p, 8);
+            let pos_high = b.ins().ushr_imm_u(lo1, i64::from(SPARE_AT));
+            let past = b.ins().icmp(IntCC::UnsignedGreaterThan, pos_high, stop);
+            let test = b.create_block();
+            b.ins().brif(past, after, &[], test, &[]);
+            b.switch_to_block(test);
+            let lo0 = b.ins().load(types::I64, flags, p, 0);
+            let w0 = b.ins().load(types::I64, flags, p, 16);
+            let w1 = b.ins().load(types::I64, flags, p, 24);
+            let lane = |b: &mut FunctionBuilder, k: Value, lo: Value, width: Value, g: u64| {
+                let t = b.ins().isub(k, lo);
+                let t = b.ins().band_imm_u(t, !g as i64);
+                let u = b.ins().isub(width, t);
+                let u = b.ins().band_imm_u(u, g as i64);
+                b.ins().bxor_imm_u(u, g as i64)
+            };
+            let m0 = lane(b, key[0], lo0, w0, GUARD[0]);
+            let m1 = lane(b, key[1], lo1, w1, GUARD[1]);
+            let miss = b.ins().bor(m0, m1);
+            let p_next = b.ins().iadd_imm_u(p, 32);
+            b.ins()
+                .brif(miss, head, &[BlockArg::Value(p_next)], hit, &[]);
+            // the leaf's first match: the rest come later still
+            b.switch_to_block(hit);
+            let low = b.ins().ushr_imm_u(w1, i64::from(SPARE_AT));
+            let low = b.ins().band_imm_u(low, 0x7f);
+            let high = b.ins().ishl_imm_u(pos_high, 7);
+            let pos = b.ins().bor(high, low);
+            let pos = b.ins().ireduce(types::I32, pos);
+            let tg = b.ins().ushr_imm_u(w1, i64::from(SPARE_AT + 7));
+            let tg = b.ins().ireduce(types::I32, tg);
+            let better = b.ins().icmp(IntCC::UnsignedLessThan, pos, cur);
+            let nb = b.ins().select(better, pos, cur);
+            let old = b.use_var(tag);
+            let nt = b.ins().select(better, tg, old);
+            b.def_var(best, nb);
+            b.def_var(tag, nt);
+            b.ins().jump(after, &[]);
+            here = after;
+        }
+        if self.trees.is_empty() {
+            b.switch_to_block(here);
+            b.ins().jump(done, &[]);
+        }
+        b.switch_to_block(done);
+        let bst = b.use_var(best);
+        let tg = b.use_var(tag);
+        let tg = b.ins().ishl_imm_u(tg, i64::from(TAG_SHIFT));
+        let tagged = b.ins().bor(bst, tg);
+        let missed = b.ins().icmp_imm_u(IntCC::Equal, bst, i64::from(u32::MAX));
+        b.ins().select(missed, bst, tagged)
+    }
+
     pub fn memory(&self) -> usize {
         self.words.len() * 8
             + self.leaves.len() * std::mem::size_of::<LeafBox>()
@@ -950,26 +1227,6 @@ impl Tree {
     }
 }
 
-/// The lookup as the generated code calls it: [`Forest::lookup_tagged`]'s answer (the run
-/// position of the first match with its tag above [`TAG_SHIFT`], or `u32::MAX`).
-///
-/// # Safety
-/// `tree` must point to a live `Forest` and `ctx` to a live `Ctx` whose header fields were
-/// filled by `parse`.
-pub unsafe extern "C" fn lookup_ctx(tree: *const Forest, ctx: *const Ctx) -> u32 {
-    // SAFETY: generated code passes a tree owned by its `JitProgram` and the ctx of the
-    // classification in progress; both outlive the call.
-    let (t, c) = unsafe { (&*tree, &*ctx) };
-    let has_ports = c.l4 != 0 && (c.proto == 6 || c.proto == 17);
-    let (sp, dp) = if has_ports {
-        (c.sport, c.dport)
-    } else {
-        (0, 0)
-    };
-    let v = [c.saddr, c.daddr, c.proto, sp, dp];
-    t.lookup_tagged(&v, has_ports)
-}
-
 /// Packet fields drawn like ClassBench's trace generator, for benchmarks and profiles: a
 /// random rule, a random point in its box; one in twenty fully random. The protocol is kept
 /// when it is TCP, UDP, ICMP or GRE, else it becomes TCP (always for a rule that matches
@@ -1157,6 +1414,66 @@ mod tests {
         assert!(Key::of(&[0, 0, 6, 0, 65536], false).is_none());
     }
 
+    /// The compiled walk's answers against the Rust walk's, over points near the boxes
+    /// and anywhere, with and without ports.
+    fn compiled_agrees(boxes: &[RuleBox], tags: Option<&[u8]>, s: &mut u64, points: usize) {
+        let mut f = Forest::from_boxes(boxes);
+        if let Some(t) = tags {
+            f.set_tags(t);
+        }
+        let c = crate::CompiledLookup::new(f).expect("compiles");
+        let f = c.forest();
+        for _ in 0..points {
+            let r = &boxes[(rng(s) as usize) % boxes.len()];
+            let mut v = [0u32; 5];
+            for (d, x) in v.iter_mut().enumerate() {
+                let span = r.hi[d].wrapping_sub(r.lo[d]);
+                *x = r.lo[d].wrapping_add(rng(s) % span.saturating_add(1).max(1));
+                if rng(s) % 8 == 0 {
+                    *x = rng(s) & [u32::MAX, u32::MAX, 255, 65535, 65535][d];
+                }
+            }
+            let has_ports = rng(s) % 4 != 0;
+            if !has_ports {
+                (v[3], v[4]) = (0, 0);
+            }
+            assert_eq!(
+                c.lookup(&v, has_ports),
+                f.lookup_tagged(&v, has_ports),
+                "v={v:?} ports={has_ports}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_compiled_walk_answers_as_the_rust_walk() {
+        let mut s = 0x0dd_ba11_u64;
+        for n in [1usize, 9, 50, 400, 3000] {
+            let boxes: Vec<RuleBox> = (0..n).map(|_| random_box(&mut s)).collect();
+            compiled_agrees(&boxes, None, &mut s, 3000);
+            let tags: Vec<u8> = (0..n).map(|p| (p * 5 % (MAX_TAG + 1)) as u8).collect();
+            compiled_agrees(&boxes, Some(&tags), &mut s, 3000);
+        }
+        // a leaf too long for its word
+        let long = one_long_leaf(5000);
+        compiled_agrees(&long, None, &mut s, 3000);
+        let c = crate::CompiledLookup::new(Forest::from_boxes(&long)).unwrap();
+        assert_eq!(c.forest().long_leaves.len(), 1);
+        for i in [0, 4094, 4095, 4999] {
+            assert_eq!(c.lookup(&[(i << 17) + 5, 1, 6, 2, 3], true), i);
+        }
+        // rules that never match, and no rules at all
+        let never = RuleBox {
+            lo: [5, 0, 0, 0, 0],
+            hi: [4, 0, 0, 0, 0],
+            needs_ports: false,
+        };
+        let c = crate::CompiledLookup::new(Forest::from_boxes(&[never; 3])).unwrap();
+        assert_eq!(c.lookup(&[4, 0, 0, 0, 0], true), u32::MAX);
+        let c = crate::CompiledLookup::new(Forest::from_boxes(&[])).unwrap();
+        assert_eq!(c.lookup(&[4, 0, 0, 0, 0], true), u32::MAX);
+    }
+
     #[test]
     fn rules_that_never_match_make_no_tree_walk() {
         let never = RuleBox {
@@ -1192,18 +1509,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_leaf_too_long_for_its_word_is_found_through_the_side_table() {
-        // 5,000 disjoint source /15s, every other field any: large in every dimension a
-        // tree could cut, so no cut separates them and they share one leaf
-        let n = 5000u32;
-        let boxes: Vec<RuleBox> = (0..n)
+    /// `n` disjoint source /15s, every other field any: large in every dimension a tree
+    /// could cut, so no cut separates them and they share one leaf.
+    fn one_long_leaf(n: u32) -> Vec<RuleBox> {
+        (0..n)
             .map(|i| RuleBox {
                 lo: [i << 17, 0, 0, 0, 0],
                 hi: [(i << 17) | 0x1_ffff, u32::MAX, 255, 65535, 65535],
                 needs_ports: false,
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_leaf_too_long_for_its_word_is_found_through_the_side_table() {
+        let n = 5000u32;
+        let boxes = one_long_leaf(n);
         let f = Forest::from_boxes(&boxes);
         assert_eq!(f.long_leaves.len(), 1, "{:?}", f.stats());
         for i in [0, 1, 4094, 4095, 4096, n - 1] {

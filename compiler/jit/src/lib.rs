@@ -1282,20 +1282,25 @@ impl Gen<'_> {
                     let tags: Vec<u8> = table.chunks(2).map(|e| e[1] as u8).collect();
                     tree.set_tags(&tags);
                 }
-                let tptr = &*tree as *const dtree::Forest as i64;
+                // the walk compiled in place, over the forest's words and boxes (which
+                // live, unchanged, as long as the code)
+                let l = |f: i32, b: &mut FunctionBuilder| self.load32(b, ctx, f);
+                let (saddr, daddr) = (l(off!(saddr), b), l(off!(daddr), b));
+                let (proto, l4) = (l(off!(proto), b), l(off!(l4), b));
+                let (sport, dport) = (l(off!(sport), b), l(off!(dport), b));
+                let tcp = icmp_u(b, IntCC::Equal, proto, 6);
+                let udp = icmp_u(b, IntCC::Equal, proto, 17);
+                let tcp_udp = b.ins().bor(tcp, udp);
+                let whole = icmp_u(b, IntCC::NotEqual, l4, 0);
+                let has_ports = b.ins().band(tcp_udp, whole);
+                // (a packet without ports is looked up with ports 0)
+                let z = c32(b, 0);
+                let sport = b.ins().select(has_ports, sport, z);
+                let dport = b.ins().select(has_ports, dport, z);
+                let hit =
+                    tree.emit_lookup(b, self.ptr, [saddr, daddr, proto, sport, dport], has_ports);
                 self.trees.push(tree);
                 self.tree_rules += run.end - run.start;
-                let mut sig = Signature::new(b.func.signature.call_conv);
-                sig.params.push(AbiParam::new(self.ptr));
-                sig.params.push(AbiParam::new(self.ptr));
-                sig.returns.push(AbiParam::new(types::I32));
-                let sref = b.import_signature(sig);
-                let callee = b
-                    .ins()
-                    .iconst(self.ptr, dtree::lookup_ctx as *const () as usize as i64);
-                let t = b.ins().iconst(self.ptr, tptr);
-                let call = b.ins().call_indirect(sref, callee, &[t, ctx]);
-                let hit = b.inst_results(call)[0];
                 let dispatch = b.create_block();
                 let (id, class) = if tagged {
                     // a miss (u32::MAX) goes on after the run
@@ -1624,6 +1629,100 @@ fn call_depth(p: &Program) -> usize {
         .unwrap_or(0)
 }
 
+/// A JIT module for the host, and its pointer type.
+fn jit_module() -> Result<(JITModule, ir::Type), JitError> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| JitError::Codegen(e.to_string()))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "is_pic", "false")?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| JitError::Codegen(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| JitError::Codegen(e.to_string()))?;
+    let ptr = isa.pointer_type();
+    Ok((
+        JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())),
+        ptr,
+    ))
+}
+
+type ForestLookupFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, u32) -> u32;
+
+/// A forest's lookup compiled alone ([`dtree::Forest::emit_lookup`] in a function of its
+/// own): what the classifier's code runs for a tree run, callable for tests and profiles.
+pub struct CompiledLookup {
+    forest: Box<dtree::Forest>,
+    module: Option<JITModule>,
+    f: ForestLookupFn,
+}
+
+impl CompiledLookup {
+    pub fn new(forest: dtree::Forest) -> Result<CompiledLookup, JitError> {
+        let forest = Box::new(forest);
+        let (mut module, ptr) = jit_module()?;
+        let mut sig = module.make_signature();
+        for _ in 0..6 {
+            sig.params.push(AbiParam::new(types::I32));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let codegen = |e: cranelift_module::ModuleError| JitError::Codegen(format!("{e:?}"));
+        let id = module
+            .declare_function("lookup", Linkage::Local, &sig)
+            .map_err(codegen)?;
+        let target = module.target_config();
+        let mut cctx = module.make_context();
+        cctx.func.signature = sig;
+        let mut fctx = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut cctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let hit = forest.emit_lookup(&mut b, ptr, [p[0], p[1], p[2], p[3], p[4]], p[5]);
+            b.ins().return_(&[hit]);
+            b.seal_all_blocks();
+            b.finalize(target);
+        }
+        module.define_function(id, &mut cctx).map_err(codegen)?;
+        module.finalize_definitions().map_err(codegen)?;
+        // SAFETY: defined above with this signature in the host's C calling convention; the
+        // module is kept alive as long as `self`.
+        let f = unsafe {
+            std::mem::transmute::<*const u8, ForestLookupFn>(module.get_finalized_function(id))
+        };
+        Ok(CompiledLookup {
+            forest,
+            module: Some(module),
+            f,
+        })
+    }
+
+    /// [`dtree::Forest::lookup_tagged`]'s answer, from the compiled code.
+    pub fn lookup(&self, v: &[u32; 5], has_ports: bool) -> u32 {
+        // SAFETY: the code reads only the forest, owned by `self` and unchanged since it
+        // was compiled (the box keeps its address), and the arguments.
+        unsafe { (self.f)(v[0], v[1], v[2], v[3], v[4], u32::from(has_ports)) }
+    }
+
+    pub fn forest(&self) -> &dtree::Forest {
+        &self.forest
+    }
+}
+
+impl Drop for CompiledLookup {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: `self.f` points into this module and is dropped with `self`, never
+            // called again.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
 impl JitProgram {
     /// Compiles the program. The program must have passed `ir::verify`.
     pub fn compile(program: &Program, opts: Options) -> Result<JitProgram, JitError> {
@@ -1631,19 +1730,7 @@ impl JitProgram {
         if d > 63 {
             return Err(JitError::TooDeep(d));
         }
-        let mut flags = settings::builder();
-        let set = |f: &mut settings::Builder, k: &str, v: &str| {
-            f.set(k, v).map_err(|e| JitError::Codegen(e.to_string()))
-        };
-        set(&mut flags, "opt_level", "speed")?;
-        set(&mut flags, "use_colocated_libcalls", "false")?;
-        set(&mut flags, "is_pic", "false")?;
-        let isa = cranelift_native::builder()
-            .map_err(|e| JitError::Codegen(e.to_string()))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| JitError::Codegen(e.to_string()))?;
-        let ptr = isa.pointer_type();
-        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let (mut module, ptr) = jit_module()?;
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I32));
