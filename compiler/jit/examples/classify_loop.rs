@@ -1,6 +1,11 @@
 //! Classifies a trace in a loop, for profilers: `cargo run --release -p fwc-jit --example
 //! classify_loop -- 10000 acl 5` (rules, style, seconds), then e.g.
 //! `perf record -e cpu-clock -g target/release/examples/classify_loop 10000 acl 5`.
+//!
+//! `FWC_DISTINCT=K` cycles through the trace's first K packets only (K = 1: caches hot and
+//! branches learnt, the cost of the instructions alone); `FWC_PASSES=P` classifies the trace
+//! P times instead of for some seconds, so that instruction counts (`valgrind
+//! --tool=cachegrind --branch-sim=yes`) can be taken as the difference of two runs.
 use fwc_compiler::gen::{ruleset, Style};
 use fwc_compiler::interp::{FreshOracle, Meta, Packet, PathKind};
 use fwc_jit::{dtree::RuleBox, JitOutcome, JitProgram, NoHooks, Options};
@@ -27,6 +32,18 @@ fn main() {
         .iter()
         .map(Packet::to_raw)
         .collect();
+    let env = |k: &str| std::env::var(k).ok().and_then(|d| d.parse::<u64>().ok());
+    let raws: Vec<Vec<u8>> = match env("FWC_DISTINCT") {
+        Some(d) => raws
+            .iter()
+            .take(d as usize)
+            .cycle()
+            .take(4096)
+            .cloned()
+            .collect(),
+        None => raws,
+    };
+    let passes = env("FWC_PASSES");
     let mut jit = JitProgram::compile(p, Options::default()).unwrap();
     eprintln!(
         "{} rules, {} in decision trees, {} KiB of code",
@@ -41,7 +58,9 @@ fn main() {
     let start = std::time::Instant::now();
     let mut count = 0u64;
     let mut out = JitOutcome::default();
-    while start.elapsed().as_secs() < secs {
+    while passes.map_or(start.elapsed().as_secs() < secs, |p| {
+        count < p * raws.len() as u64
+    }) {
         for raw in &raws {
             jit.classify_into(
                 PathKind::Forward,
@@ -58,6 +77,6 @@ fn main() {
     }
     println!(
         "{:.1} ns/packet",
-        start.elapsed().as_nanos() as f64 / count as f64
+        start.elapsed().as_nanos() as f64 / count.max(1) as f64
     );
 }
