@@ -266,8 +266,10 @@ pub struct Env<'a> {
 pub struct Options {
     /// look long runs of plain 5-tuple rules up in a decision tree
     pub decision_trees: bool,
-    /// smallest run that gets a tree: below it, inline compares are faster (measured: the
-    /// forest costs 50-80 ns more than the JIT's fixed cost, compiled rules ~0.3 ns each)
+    /// smallest run that gets a tree: below it, inline compares are faster (chosen when the
+    /// forest cost 50-80 ns more than the JIT's fixed cost, compiled rules ~0.3 ns each;
+    /// the compiled walk now costs about 35-50 ns over it at 1K-10K rules, and the
+    /// threshold has not been measured again since)
     pub min_run: usize,
     /// keep the Cranelift IR text of every function (`fwc build --emit clif`)
     pub keep_clif: bool,
