@@ -43,7 +43,8 @@ const MAX_DEPTH: usize = 40;
 pub struct RuleBox {
     pub lo: [u32; 5],
     pub hi: [u32; 5],
-    /// the rule matches on a port, so it needs a packet that has ports
+    /// the rule matches on a port, so it needs a packet that has ports (a box without
+    /// it has full port ranges, as [`RuleBox::of`] makes them; a forest relies on that)
     pub needs_ports: bool,
 }
 
@@ -236,8 +237,9 @@ pub struct Forest {
     /// node words (see [`cut_word`] and [`leaf_word`])
     words: Vec<u64>,
     leaves: Vec<LeafBox>,
-    /// (start, len) of the leaves too long for a leaf word's length field
-    long_leaves: Vec<(u32, u32)>,
+    /// [start, len] of the leaves too long for a leaf word's length field (an array:
+    /// generated code reads its two halves at known offsets)
+    long_leaves: Vec<[u32; 2]>,
     stats: Vec<TreeStats>,
 }
 
@@ -282,6 +284,14 @@ const NO_PORTS: u32 = 0x10000;
 impl LeafBox {
     fn of(b: &RuleBox, pos: u32) -> LeafBox {
         debug_assert!(pos <= MAX_RUN as u32);
+        // (a rule that matches no port covers every port: the dport lane's top value,
+        // a packet without ports, is added to its range)
+        debug_assert!(
+            b.needs_ports
+                || b.is_empty()
+                || (b.lo[3], b.hi[3], b.lo[4], b.hi[4]) == (0, 65535, 0, 65535),
+            "a box without port matches has full port ranges"
+        );
         // boxes in leaves are never empty and within each dimension's width; a rule that
         // matches no port also covers a packet without ports
         let hi = |d: usize, max: u32| u64::from(b.hi[d].min(max));
@@ -384,7 +394,7 @@ fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, tot
     }
 }
 
-/// A leaf word with no rules (the start of a tree the packet lies outside of).
+/// A leaf word with no rules (the root of a tree none of whose rules can match).
 const EMPTY_LEAF: u64 = 1;
 
 /// Where a tag starts in [`Forest::lookup_tagged`]'s answer (run positions fit below it).
@@ -401,11 +411,18 @@ pub const MAX_RUN: usize = (1 << 20) - 1;
 #[derive(Clone, Copy)]
 struct Key([u64; 2]);
 
+/// Whether the field values lie within their dimensions' widths (proto below 256, ports
+/// below 65536; a packet without ports has no dport to check). No rule matches others.
+#[inline(always)]
+pub fn in_widths(v: &[u32; 5], has_ports: bool) -> bool {
+    v[2] <= 255 && v[3] <= 65535 && (!has_ports || v[4] <= 65535)
+}
+
 impl Key {
     /// `None` for a value past its dimension's width (which no rule matches).
     #[inline(always)]
     fn of(v: &[u32; 5], has_ports: bool) -> Option<Key> {
-        if v[2] > 255 || (v[3] | v[4]) > 65535 {
+        if !in_widths(v, has_ports) {
             return None;
         }
         let dport = if has_ports { v[4] } else { NO_PORTS };
@@ -524,7 +541,7 @@ impl Forest {
                 // in run order: the first is the earliest (none: never earlier than a match)
                 let first = rules.first().map_or(MAX_RUN as u32, |&r| pos[r as usize]);
                 if len as usize >= LONG_LEAF {
-                    self.long_leaves.push((at as u32, len));
+                    self.long_leaves.push([at as u32, len]);
                     leaf_word(self.long_leaves.len() - 1, LONG_LEAF, first)
                 } else {
                     leaf_word(at, len as usize, first)
@@ -642,7 +659,7 @@ impl Forest {
             }
             let (mut start, mut len) = ((w >> 33) as usize, ((w >> 1) & 0xfff) as usize);
             if len == LONG_LEAF {
-                let (s, l) = self.long_leaves[start];
+                let [s, l] = self.long_leaves[start];
                 (start, len) = (s as usize, l as usize);
             }
             // (a box past this comes after the best match: its position over 128 is more)
@@ -692,7 +709,7 @@ impl Forest {
             if w & 1 != 0 {
                 let (start, len) = ((w >> 33) as usize, ((w >> 1) & 0xfff) as usize);
                 let (start, len) = if len == LONG_LEAF {
-                    let (s, l) = self.long_leaves[start];
+                    let [s, l] = self.long_leaves[start];
                     (s as usize, l as usize)
                 } else {
                     (start, len)
@@ -718,8 +735,11 @@ impl Forest {
 
     /// Emits the lookup into generated code, where `b` is positioned: the same answer as
     /// [`Forest::lookup_tagged`] as an I32 value, for the packet's fields given as I32
-    /// values (`has_ports` as a 0/1 value of any integer type), in the block the builder is
-    /// left in.
+    /// values within their widths ([`in_widths`]; others are masked to them, as a context's
+    /// fields never need) and `has_ports` as a 0/1 value of any integer type; the answer is
+    /// in the block the builder is left in. For a packet without ports its sport may be
+    /// anything: a rule that matches no port covers every sport, one that matches a port
+    /// misses on the dport lane.
     ///
     /// Compiled per forest, the walk needs no call, no loop over the trees and no loads of
     /// their roots: each tree's first step is a shift, a mask and one load with constants
@@ -784,10 +804,10 @@ impl Forest {
                 .ins()
                 .ushr_imm_u(key[(at >> 6) as usize], (at & 63) as i64);
             let c = b.ins().band_imm_u(x, ((root >> 8) & 255) as i64);
-            let o = b.ins().ishl_imm_u(c, 3);
+            let i = b.ins().iadd_imm_u(c, (root >> 32) as i64);
+            let o = b.ins().ishl_imm_u(i, 3);
             let a = b.ins().iadd(words, o);
-            b.ins()
-                .load(types::I64, flags, a, ((root >> 32) * 8) as i32)
+            b.ins().load(types::I64, flags, a, 0)
         };
         let done = b.create_block();
         if let Some(t) = self.trees.first() {
@@ -1411,7 +1431,9 @@ mod tests {
         // values past their width match nothing
         assert!(Key::of(&[0, 0, 256, 0, 0], true).is_none());
         assert!(Key::of(&[0, 0, 6, 65536, 0], true).is_none());
-        assert!(Key::of(&[0, 0, 6, 0, 65536], false).is_none());
+        assert!(Key::of(&[0, 0, 6, 0, 65536], true).is_none());
+        // (without ports the dport is not looked at)
+        assert!(g.matches(&key([1, 2, 1, 0, 65536], false)));
     }
 
     /// The compiled walk's answers against the Rust walk's, over points near the boxes
@@ -1461,6 +1483,11 @@ mod tests {
         assert_eq!(c.forest().long_leaves.len(), 1);
         for i in [0, 4094, 4095, 4999] {
             assert_eq!(c.lookup(&[(i << 17) + 5, 1, 6, 2, 3], true), i);
+        }
+        // values past their widths match nothing, compiled or not
+        for v in [[5, 1, 256, 2, 3], [5, 1, 6, 65536, 3], [5, 1, 6, 2, 65536]] {
+            assert_eq!(c.lookup(&v, true), u32::MAX, "{v:?}");
+            assert_eq!(c.forest().lookup_tagged(&v, true), u32::MAX, "{v:?}");
         }
         // rules that never match, and no rules at all
         let never = RuleBox {

@@ -1280,7 +1280,8 @@ impl Gen<'_> {
                         .enumerate()
                         .all(|(k, r)| u64::from(r.id.0) == u64::from(first_id) + k as u64);
                 if tagged {
-                    // (before the code takes the tree's address)
+                    // (before the code embeds the addresses of the forest's words and
+                    // boxes, which must not change after)
                     let tags: Vec<u8> = table.chunks(2).map(|e| e[1] as u8).collect();
                     tree.set_tags(&tags);
                 }
@@ -1295,10 +1296,6 @@ impl Gen<'_> {
                 let tcp_udp = b.ins().bor(tcp, udp);
                 let whole = icmp_u(b, IntCC::NotEqual, l4, 0);
                 let has_ports = b.ins().band(tcp_udp, whole);
-                // (a packet without ports is looked up with ports 0)
-                let z = c32(b, 0);
-                let sport = b.ins().select(has_ports, sport, z);
-                let dport = b.ins().select(has_ports, dport, z);
                 let hit =
                     tree.emit_lookup(b, self.ptr, [saddr, daddr, proto, sport, dport], has_ports);
                 self.trees.push(tree);
@@ -1689,8 +1686,15 @@ impl CompiledLookup {
             b.seal_all_blocks();
             b.finalize(target);
         }
-        module.define_function(id, &mut cctx).map_err(codegen)?;
-        module.finalize_definitions().map_err(codegen)?;
+        let mut defined = module.define_function(id, &mut cctx);
+        if defined.is_ok() {
+            defined = module.finalize_definitions();
+        }
+        if let Err(e) = defined {
+            // SAFETY: no pointer into the module's code was taken; nothing can run it.
+            unsafe { module.free_memory() };
+            return Err(codegen(e));
+        }
         // SAFETY: defined above with this signature in the host's C calling convention; the
         // module is kept alive as long as `self`.
         let f = unsafe {
@@ -1705,8 +1709,11 @@ impl CompiledLookup {
 
     /// [`dtree::Forest::lookup_tagged`]'s answer, from the compiled code.
     pub fn lookup(&self, v: &[u32; 5], has_ports: bool) -> u32 {
-        // SAFETY: the code reads only the forest, owned by `self` and unchanged since it
-        // was compiled (the box keeps its address), and the arguments.
+        if !dtree::in_widths(v, has_ports) {
+            return u32::MAX; // (the compiled walk takes the context's fields, always within)
+        }
+        // SAFETY: the code reads only the arguments and the forest's words and boxes, owned
+        // by `self` and unchanged since the code was compiled.
         unsafe { (self.f)(v[0], v[1], v[2], v[3], v[4], u32::from(has_ports)) }
     }
 
