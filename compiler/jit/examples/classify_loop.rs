@@ -5,7 +5,8 @@
 //! `FWC_DISTINCT=K` cycles through the trace's first K packets only (K = 1: caches hot and
 //! branches learnt, the cost of the instructions alone); `FWC_PASSES=P` classifies the trace
 //! P times instead of for some seconds, so that instruction counts (`valgrind
-//! --tool=cachegrind --branch-sim=yes`) can be taken as the difference of two runs.
+//! --tool=cachegrind --branch-sim=yes`) can be taken as the difference of two runs;
+//! `FWC_MIN_RUN=R` sets the shortest run that gets a decision forest.
 use fwc_compiler::gen::{ruleset, Style};
 use fwc_compiler::interp::{FreshOracle, Meta, Packet, PathKind};
 use fwc_jit::{dtree::RuleBox, JitOutcome, JitProgram, NoHooks, Options};
@@ -44,7 +45,12 @@ fn main() {
         None => raws,
     };
     let passes = env("FWC_PASSES");
-    let mut jit = JitProgram::compile(p, Options::default()).unwrap();
+    let defaults = Options::default();
+    let opts = Options {
+        min_run: env("FWC_MIN_RUN").map_or(defaults.min_run, |m| m as usize),
+        ..defaults
+    };
+    let mut jit = JitProgram::compile(p, opts).unwrap();
     eprintln!(
         "{} rules, {} in decision trees, {} KiB of code",
         p.chains[0].rules.len(),
