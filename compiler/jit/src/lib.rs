@@ -1648,6 +1648,39 @@ fn jit_module() -> Result<(JITModule, ir::Type), JitError> {
     ))
 }
 
+/// A module being compiled: its code memory is freed when the guard is dropped, so that a
+/// compilation failing half-way leaves none behind; `keep` hands the module to its owner.
+struct ModuleGuard(Option<JITModule>);
+
+impl ModuleGuard {
+    fn keep(mut self) -> JITModule {
+        self.0.take().expect("a module until kept")
+    }
+}
+
+impl std::ops::Deref for ModuleGuard {
+    type Target = JITModule;
+    fn deref(&self) -> &JITModule {
+        self.0.as_ref().expect("a module until kept")
+    }
+}
+
+impl std::ops::DerefMut for ModuleGuard {
+    fn deref_mut(&mut self) -> &mut JITModule {
+        self.0.as_mut().expect("a module until kept")
+    }
+}
+
+impl Drop for ModuleGuard {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            // SAFETY: not kept: no owner holds pointers into its code, so nothing can run
+            // it again (pointers taken before a failure are dropped with the failed call).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
 type ForestLookupFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, u32) -> u32;
 
 /// A forest's lookup compiled alone ([`dtree::Forest::emit_lookup`] in a function of its
@@ -1661,7 +1694,8 @@ pub struct CompiledLookup {
 impl CompiledLookup {
     pub fn new(forest: dtree::Forest) -> Result<CompiledLookup, JitError> {
         let forest = Box::new(forest);
-        let (mut module, ptr) = jit_module()?;
+        let (module, ptr) = jit_module()?;
+        let mut module = ModuleGuard(Some(module));
         let mut sig = module.make_signature();
         for _ in 0..6 {
             sig.params.push(AbiParam::new(types::I32));
@@ -1686,15 +1720,8 @@ impl CompiledLookup {
             b.seal_all_blocks();
             b.finalize(target);
         }
-        let mut defined = module.define_function(id, &mut cctx);
-        if defined.is_ok() {
-            defined = module.finalize_definitions();
-        }
-        if let Err(e) = defined {
-            // SAFETY: no pointer into the module's code was taken; nothing can run it.
-            unsafe { module.free_memory() };
-            return Err(codegen(e));
-        }
+        module.define_function(id, &mut cctx).map_err(codegen)?;
+        module.finalize_definitions().map_err(codegen)?;
         // SAFETY: defined above with this signature in the host's C calling convention; the
         // module is kept alive as long as `self`.
         let f = unsafe {
@@ -1702,7 +1729,7 @@ impl CompiledLookup {
         };
         Ok(CompiledLookup {
             forest,
-            module: Some(module),
+            module: Some(module.keep()),
             f,
         })
     }
@@ -1739,7 +1766,8 @@ impl JitProgram {
         if d > 63 {
             return Err(JitError::TooDeep(d));
         }
-        let (mut module, ptr) = jit_module()?;
+        let (module, ptr) = jit_module()?;
+        let mut module = ModuleGuard(Some(module));
         let mut sig = module.make_signature();
         sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I32));
@@ -1894,7 +1922,7 @@ impl JitProgram {
         let plans = passive_plans(program, &chains);
         Ok(JitProgram {
             program: program.clone(),
-            module: Some(module),
+            module: Some(module.keep()),
             parse,
             chains,
             patterns,
