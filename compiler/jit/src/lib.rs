@@ -348,7 +348,7 @@ type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
 pub struct JitProgram {
     program: Program,
     // the module owns the code; it is freed when the program is dropped
-    module: Option<JITModule>,
+    _module: ModuleGuard,
     parse: ChainFn,
     chains: Vec<ChainFn>,
     patterns: Vec<IfName>,
@@ -375,16 +375,6 @@ pub struct JitProgram {
     pub tree_rules: usize,
     /// machine code size in bytes
     pub code_size: usize,
-}
-
-impl Drop for JitProgram {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: the function pointers into this module are dropped with `self` and are
-            // never called again; no other reference to the code exists.
-            unsafe { m.free_memory() };
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1648,34 +1638,29 @@ fn jit_module() -> Result<(JITModule, ir::Type), JitError> {
     ))
 }
 
-/// A module being compiled: its code memory is freed when the guard is dropped, so that a
-/// compilation failing half-way leaves none behind; `keep` hands the module to its owner.
+/// A JIT module and the code it owns, freed when the guard is dropped: by its owner (a
+/// `JitProgram` or `CompiledLookup`, whose function pointers go with it), or half-way
+/// through a compilation that failed.
 struct ModuleGuard(Option<JITModule>);
-
-impl ModuleGuard {
-    fn keep(mut self) -> JITModule {
-        self.0.take().expect("a module until kept")
-    }
-}
 
 impl std::ops::Deref for ModuleGuard {
     type Target = JITModule;
     fn deref(&self) -> &JITModule {
-        self.0.as_ref().expect("a module until kept")
+        self.0.as_ref().expect("a module until dropped")
     }
 }
 
 impl std::ops::DerefMut for ModuleGuard {
     fn deref_mut(&mut self) -> &mut JITModule {
-        self.0.as_mut().expect("a module until kept")
+        self.0.as_mut().expect("a module until dropped")
     }
 }
 
 impl Drop for ModuleGuard {
     fn drop(&mut self) {
         if let Some(m) = self.0.take() {
-            // SAFETY: not kept: no owner holds pointers into its code, so nothing can run
-            // it again (pointers taken before a failure are dropped with the failed call).
+            // SAFETY: the only pointers into its code are its owner's, dropped with it and
+            // never called again (or, on a failed compilation, never handed out).
             unsafe { m.free_memory() };
         }
     }
@@ -1687,7 +1672,7 @@ type ForestLookupFn = unsafe extern "C" fn(u32, u32, u32, u32, u32, u32) -> u32;
 /// own): what the classifier's code runs for a tree run, callable for tests and profiles.
 pub struct CompiledLookup {
     forest: Box<dtree::Forest>,
-    module: Option<JITModule>,
+    _module: ModuleGuard,
     f: ForestLookupFn,
 }
 
@@ -1729,7 +1714,7 @@ impl CompiledLookup {
         };
         Ok(CompiledLookup {
             forest,
-            module: Some(module.keep()),
+            _module: module,
             f,
         })
     }
@@ -1746,16 +1731,6 @@ impl CompiledLookup {
 
     pub fn forest(&self) -> &dtree::Forest {
         &self.forest
-    }
-}
-
-impl Drop for CompiledLookup {
-    fn drop(&mut self) {
-        if let Some(m) = self.module.take() {
-            // SAFETY: `self.f` points into this module and is dropped with `self`, never
-            // called again.
-            unsafe { m.free_memory() };
-        }
     }
 }
 
@@ -1922,7 +1897,7 @@ impl JitProgram {
         let plans = passive_plans(program, &chains);
         Ok(JitProgram {
             program: program.clone(),
-            module: Some(module.keep()),
+            _module: module,
             parse,
             chains,
             patterns,
@@ -2192,8 +2167,7 @@ impl JitProgram {
                         // SAFETY: as `run_base` requires: `ctx.env` points to `env`, alive
                         // until the end of this function, and no borrow of its cells is
                         // held across the call.
-                        let raw = e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY;
-                        let r = unsafe { run_base(raw, f, &mut ctx, policy) };
+                        let r = unsafe { run_base(before_conntrack(e), f, &mut ctx, policy) };
                         last = ctx.rule;
                         match chain_end(r, &ctx, &env)? {
                             ChainEnd::Next => continue,
@@ -2334,6 +2308,11 @@ impl JitProgram {
     }
 }
 
+/// Whether a base chain runs before conntrack (the raw table's place): no connection yet.
+fn before_conntrack(e: &HookEntry) -> bool {
+    e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY
+}
+
 /// Where a path's plan is in `JitProgram::plans`.
 fn path_index(path: PathKind) -> usize {
     match path {
@@ -2367,7 +2346,7 @@ fn passive_plans(program: &Program, chains: &[ChainFn]) -> [Vec<PassiveStep>; 3]
                 f: chains[e.chain.0 as usize],
                 chain: e.chain.0,
                 nat: e.table == Table::Nat,
-                raw: e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY,
+                raw: before_conntrack(e),
             })
             .collect()
     })
