@@ -354,6 +354,13 @@ fn check_program(seed: u64, packets: usize) {
                         "headers; {}",
                         ctx()
                     );
+                    // (the interfaces too: a reused outcome keeps none of an earlier packet's)
+                    assert_eq!(
+                        (&wp.iif, &wp.oif),
+                        (&gp.iif, &gp.oif),
+                        "interfaces; {}",
+                        ctx()
+                    );
                     assert_eq!(interp_logs(w), g.logs, "logs; {}", ctx());
                 }
                 (Err(a), Err(b)) => {
