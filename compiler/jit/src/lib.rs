@@ -2335,8 +2335,13 @@ impl Cells {
     #[inline(always)]
     fn clear(&mut self) {
         self.logs.get_mut().clear();
-        *self.error.get_mut() = None;
-        *self.routed_oif.get_mut() = None;
+        // (tested first: an assignment calls the drop glue on every packet)
+        if self.error.get_mut().is_some() {
+            *self.error.get_mut() = None;
+        }
+        if self.routed_oif.get_mut().is_some() {
+            *self.routed_oif.get_mut() = None;
+        }
     }
 }
 
