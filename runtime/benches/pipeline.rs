@@ -131,12 +131,20 @@ fn main() {
         mark: 0,
         ct: fwc_compiler::ir::ct::ESTABLISHED,
     };
+    // (into one outcome kept across packets, as the datapath does)
+    let mut out = fwc_jit::JitOutcome::default();
     let t = Instant::now();
     for r in &recs {
-        black_box(
-            jit.classify(PathKind::Forward, &r.data, &meta, &mut FreshOracle)
-                .unwrap(),
-        );
+        jit.classify_into(
+            PathKind::Forward,
+            &r.data,
+            &meta,
+            &mut FreshOracle,
+            &mut fwc_jit::NoHooks,
+            &mut out,
+        )
+        .unwrap();
+        black_box(&out);
     }
     let classifier = t.elapsed();
     let pps = |d: std::time::Duration| recs.len() as f64 / d.as_secs_f64();

@@ -18,7 +18,7 @@ use crate::nat::{self, Manip, Range};
 use crate::wire::{ethernet, ipv4};
 use fwc_compiler::interp::{Fate, InterpError, Meta, Oracle, Packet, PathKind};
 use fwc_compiler::ir::{ct, Hook, Pred, Program, RuleId, Stmt};
-use fwc_jit::{HookFn, HookVerdict, Hooks, JitProgram};
+use fwc_jit::{HookFn, HookVerdict, Hooks, JitOutcome, JitProgram};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -141,6 +141,10 @@ pub struct Datapath {
     pub queues_outside: bool,
     /// the time of the latest packet (ms)
     now: u64,
+    /// the classifier's metadata and outcome, kept from packet to packet: their strings and
+    /// vectors are reused (no allocation per packet for interface names or logs)
+    meta: Meta,
+    outcome: JitOutcome,
 }
 
 /// The state of IPVS: services, the bindings (service and real server) connections are
@@ -715,6 +719,8 @@ impl Datapath {
             log_sink: None,
             queues_outside: false,
             now: 0,
+            meta: Meta::default(),
+            outcome: JitOutcome::default(),
         };
         dp.install();
         dp
@@ -1027,9 +1033,13 @@ impl Datapath {
         };
         let ttl = ip.ttl();
         let ip_len = ip.total_len();
-        let meta = Meta {
-            iif: iif.map(str::to_string),
-            oif: oif.map(str::to_string),
+        // (every field written: the names into the last packet's strings)
+        let (mut iif_name, mut oif_name) = (self.meta.iif.take(), self.meta.oif.take());
+        set_name(&mut iif_name, iif);
+        set_name(&mut oif_name, oif);
+        self.meta = Meta {
+            iif: iif_name,
+            oif: oif_name,
             mark: 0,
             ct: ct::NEW, // replaced by conntrack at -200
         };
@@ -1056,9 +1066,15 @@ impl Datapath {
             limits: &mut self.limits,
             rng: &mut self.coins,
         };
-        let outcome = self
-            .jit
-            .classify_with(path, ip_bytes, &meta, &mut oracle, &mut hooks);
+        let outcome = self.jit.classify_into(
+            path,
+            ip_bytes,
+            &self.meta,
+            &mut oracle,
+            &mut hooks,
+            &mut self.outcome,
+        );
+        let o = &self.outcome;
         let PacketHooks {
             track,
             info,
@@ -1071,7 +1087,7 @@ impl Datapath {
         let new_entry = track
             .filter(|(_, _, i)| *i == CtInfo::New && !confirmed)
             .map(|(id, _, _)| id);
-        if let (Ok(o), Some(sink)) = (&outcome, self.log_sink.as_mut()) {
+        if let (Ok(()), Some(sink)) = (&outcome, self.log_sink.as_mut()) {
             let mac = (l3_at > 0).then(|| &frame[..l3_at]);
             for (r, k) in o.logs.iter().zip(&o.log_stmts) {
                 let entry = self.log_rules.get(&(r.0, *k));
@@ -1091,8 +1107,10 @@ impl Datapath {
                 }
             }
         }
-        let o = match outcome {
-            Ok(o) => o,
+        // (what the rest needs of the outcome, copied out of `self`)
+        let (fate, o_path, deciding_rule, o_ttl) = (o.fate, o.path, o.deciding_rule, o.packet.ttl);
+        match outcome {
+            Ok(()) => {}
             Err(_) => {
                 if let Some(id) = new_entry {
                     self.ct.discard(id);
@@ -1101,7 +1119,7 @@ impl Datapath {
                 return dropped(Some(path), None, info, "NAT could not translate the packet");
             }
         };
-        match (o.fate, ipvs_action) {
+        match (fate, ipvs_action) {
             (Fate::Accept, _) | (Fate::Stolen, Some(_)) => {}
             (other, _) => {
                 if let Some(id) = new_entry {
@@ -1115,8 +1133,8 @@ impl Datapath {
                 }
                 return Decision {
                     fate: other,
-                    path: Some(o.path),
-                    deciding_rule: o.deciding_rule,
+                    path: Some(o_path),
+                    deciding_rule,
                     ct: info,
                     frame: None,
                     reason: reason.filter(|_| other == Fate::Drop),
@@ -1124,7 +1142,7 @@ impl Datapath {
                 };
             }
         }
-        let mut path = o.path;
+        let mut path = o_path;
         // IPVS took the packet at `input`: it goes to its real server, without the
         // forward rules
         let mut track = track;
@@ -1145,14 +1163,14 @@ impl Datapath {
                     self.ct.discard(id);
                 }
                 self.stats.dropped += 1;
-                return dropped(Some(path), o.deciding_rule, info, "TTL expired in transit");
+                return dropped(Some(path), deciding_rule, info, "TTL expired in transit");
             }
             // an IPVS NAT connection's entry, stolen before conntrack's confirm, goes in as
             // the packet is sent on
             if let Some(id) = new_entry {
                 if !self.ct.confirm(id, now) {
                     self.stats.dropped += 1;
-                    return dropped(Some(path), o.deciding_rule, info, "conntrack table full");
+                    return dropped(Some(path), deciding_rule, info, "conntrack table full");
                 }
             }
         }
@@ -1165,7 +1183,7 @@ impl Datapath {
             let _ = nat::apply(&self.ct, id, dir, Manip::Src, ipb);
         }
         if let Ok(mut p) = ipv4::Packet::new_checked(&mut *ipb) {
-            let mut t = o.packet.ttl;
+            let mut t = o_ttl;
             if forwarding {
                 t = t.saturating_sub(1);
             }
@@ -1199,12 +1217,26 @@ impl Datapath {
         Decision {
             fate: Fate::Accept,
             path: Some(path),
-            deciding_rule: o.deciding_rule,
+            deciding_rule,
             ct: info,
             frame: Some(out),
             reason: None,
             next_hop,
         }
+    }
+}
+
+/// Sets an interface name slot, reusing its string's buffer (no allocation once a name as
+/// long has been seen).
+fn set_name(slot: &mut Option<String>, name: Option<&str>) {
+    match (slot.as_mut(), name) {
+        (Some(s), Some(n)) => {
+            if s != n {
+                s.clear();
+                s.push_str(n);
+            }
+        }
+        (_, n) => *slot = n.map(str::to_string),
     }
 }
 
