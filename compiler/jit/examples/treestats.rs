@@ -22,7 +22,8 @@ fn main() {
     let t0 = std::time::Instant::now();
     let t = Forest::build(&chain.rules);
     println!(
-        "{n} {style:?}: {:?} in {:?}, {} KiB",
+        "{n} {style:?}: {:?} separation, {:?} in {:?}, {} KiB",
+        t.separation,
         t.stats(),
         t0.elapsed(),
         t.memory() / 1024

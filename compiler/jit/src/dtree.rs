@@ -232,6 +232,8 @@ fn large(b: &RuleBox, d: usize) -> bool {
 /// position, in run order (a leaf is one sequential scan, stopped at the best match so far).
 #[derive(Debug)]
 pub struct Forest {
+    /// how the run's rules were split into trees
+    pub separation: Separation,
     /// per tree, sorted by the first rule each holds
     trees: Vec<FlatTree>,
     /// node words (see [`cut_word`] and [`leaf_word`])
@@ -366,11 +368,67 @@ impl LeafBox {
 /// 1/16 made fw-style leaves balloon).
 const MERGE_SHARE: usize = 32;
 
+/// How a run's rules are split into trees (EffiCuts' separation): by the dimensions in
+/// which each rule is large ([`large`]), one tree per combination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Separation {
+    /// by source address, destination address and destination port (up to 8 trees), each
+    /// tree cutting only where all its rules are small
+    ThreeWay,
+    /// by the two addresses only (up to 4 trees): fewer trees to walk, each free to cut the
+    /// destination port (copying the rules large there into several children)
+    Addresses,
+}
+
+impl Separation {
+    /// The group of a rule: a bit per dimension it is large in.
+    fn key(self, b: &RuleBox) -> u8 {
+        let addresses = u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1;
+        match self {
+            Separation::ThreeWay => addresses | u8::from(large(b, 4)) << 2,
+            Separation::Addresses => addresses,
+        }
+    }
+
+    /// The group of the rules large in every dimension the separation looks at.
+    fn everywhere(self) -> u8 {
+        match self {
+            Separation::ThreeWay => 7,
+            Separation::Addresses => 3,
+        }
+    }
+
+    /// The dimensions a group's tree may cut.
+    fn dims(self, key: u8) -> [bool; 5] {
+        let dport = match self {
+            Separation::ThreeWay => key & 4 == 0,
+            Separation::Addresses => true,
+        };
+        if key == self.everywhere() {
+            // rules wide in every address (and port) dimension can still be told apart by
+            // protocol and source port (the space budget bounds any copying)
+            [
+                false,
+                false,
+                true,
+                true,
+                dport && self == Separation::Addresses,
+            ]
+        } else {
+            [key & 1 == 0, key & 2 == 0, false, false, dport]
+        }
+    }
+}
+
 /// Merges each small group (by [`MERGE_SHARE`], smallest first) into the largest group
 /// that is large wherever it is and more — its tree cuts only where the small group's
 /// rules are small too — but never into the group large everywhere, whose tree cannot cut
-/// addresses or destination ports.
-fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, total: usize) {
+/// addresses (or destination ports).
+fn merge_small_groups(
+    groups: &mut std::collections::BTreeMap<u8, Vec<u32>>,
+    total: usize,
+    everywhere: u8,
+) {
     let mut keys: Vec<u8> = groups.keys().copied().collect();
     keys.sort_by_key(|k| groups[k].len());
     for key in keys {
@@ -380,7 +438,7 @@ fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, tot
         }
         let target = groups
             .iter()
-            .filter(|(t, _)| **t != key && **t != 7 && **t & key == key)
+            .filter(|(t, _)| **t != key && **t != everywhere && **t & key == key)
             .max_by_key(|(_, p)| p.len())
             .map(|(t, _)| *t);
         let Some(t) = target.filter(|t| groups[t].len() > n) else {
@@ -393,6 +451,10 @@ fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, tot
         g.sort_unstable();
     }
 }
+
+/// Points [`Forest::from_boxes`] estimates each separation's cost on, and their seed.
+const ESTIMATE_SAMPLE: usize = 1024;
+const ESTIMATE_SEED: u64 = 0x5eed_f0e5;
 
 /// A leaf word with no rules (the root of a tree none of whose rules can match).
 const EMPTY_LEAF: u64 = 1;
@@ -473,33 +535,57 @@ impl Forest {
         Forest::from_boxes(&boxes)
     }
 
+    /// The forest of both [`Separation`]s that [`Forest::estimated_cost`] prefers.
+    ///
+    /// Measured at 10K rules (forest alone, the classify bench's trace; three-way against
+    /// addresses only): generated acl 28.5 / 20.9 ns, fw 41 / 50, ipc 38 / 31; seed sets
+    /// acl1_10k 30 / 43, fw1_10k 30 / 28, ipc1_10k 63 / 67. The estimate picks the faster
+    /// one in each of these but fw1_10k, where the two are within 10%.
+    ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
+        let three = Forest::separated(boxes, Separation::ThreeWay);
+        let two = Forest::separated(boxes, Separation::Addresses);
+        let sample = trace(boxes, ESTIMATE_SAMPLE, ESTIMATE_SEED);
+        if two.estimated_cost(&sample) < three.estimated_cost(&sample) {
+            two
+        } else {
+            three
+        }
+    }
+
+    /// A static estimate of a lookup's cost: the work a sample of points drawn from the
+    /// run's own boxes (as ClassBench traces are, with another seed) takes per lookup — 2 per
+    /// tree walked, 1 per node word, 1 per leaf box — scaled by how far the forest's memory
+    /// goes past 1 MiB (an L2 cache: a bigger forest's words and boxes miss more).
+    pub fn estimated_cost(&self, sample: &[([u32; 5], bool)]) -> f64 {
+        let mut w = WorkCount::default();
+        for (v, has_ports) in sample {
+            self.lookup_counting(v, *has_ports, &mut w);
+        }
+        let work = (2 * w.trees + w.nodes + w.leaf_boxes) as f64 / sample.len().max(1) as f64;
+        work * (1.0 + self.memory() as f64 / f64::from(1 << 20))
+    }
+
+    /// The forest of one separation. Panics when there are more than [`MAX_RUN`] boxes.
+    pub fn separated(boxes: &[RuleBox], sep: Separation) -> Forest {
         // run positions must fit a leaf word's field
         assert!(boxes.len() <= MAX_RUN, "a run of at most MAX_RUN rules");
         let mut groups: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
         for (i, b) in boxes.iter().enumerate() {
-            let key =
-                u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1 | u8::from(large(b, 4)) << 2;
-            groups.entry(key).or_default().push(i as u32);
+            groups.entry(sep.key(b)).or_default().push(i as u32);
         }
-        merge_small_groups(&mut groups, boxes.len());
+        merge_small_groups(&mut groups, boxes.len(), sep.everywhere());
         let mut trees: Vec<(Tree, Vec<u32>)> = groups
             .into_iter()
             .map(|(key, pos)| {
-                // rules wide in every address and port dimension can still be told apart by
-                // protocol and source port (the space budget bounds any copying)
-                let dims = if key == 7 {
-                    [false, false, true, true, false]
-                } else {
-                    [key & 1 == 0, key & 2 == 0, false, false, key & 4 == 0]
-                };
                 let sub: Vec<RuleBox> = pos.iter().map(|&i| boxes[i as usize]).collect();
-                (Tree::with_dims(sub, dims), pos)
+                (Tree::with_dims(sub, sep.dims(key)), pos)
             })
             .collect();
         trees.sort_by_key(|t| t.1[0]);
         let mut f = Forest {
+            separation: sep,
             trees: Vec::with_capacity(trees.len()),
             words: Vec::new(),
             leaves: Vec::new(),
@@ -1354,6 +1440,9 @@ mod tests {
             let boxes: Vec<RuleBox> = (0..n).map(|_| random_box(&mut s)).collect();
             let t = Tree::from_boxes(boxes.clone());
             let f = Forest::from_boxes(&boxes);
+            // (both separations, whichever the estimate picks)
+            let three = Forest::separated(&boxes, Separation::ThreeWay);
+            let two = Forest::separated(&boxes, Separation::Addresses);
             for _ in 0..3000 {
                 // packets near rules, so that many match something
                 let r = &boxes[(rng(&mut s) as usize) % n];
@@ -1372,10 +1461,54 @@ mod tests {
                     .map(|p| p as u32);
                 assert_eq!(t.lookup(&v, has_ports), linear, "n={n} v={v:?}");
                 assert_eq!(f.lookup(&v, has_ports), linear, "forest n={n} v={v:?}");
+                assert_eq!(
+                    three.lookup(&v, has_ports),
+                    linear,
+                    "three-way n={n} v={v:?}"
+                );
+                assert_eq!(two.lookup(&v, has_ports), linear, "addresses n={n} v={v:?}");
             }
             let st = t.stats();
             assert!(st.max_leaf <= n.max(BINTH), "{st:?}");
         }
+    }
+
+    #[test]
+    fn the_forest_is_the_separation_estimated_cheaper() {
+        let mut s = 0x0bad_cafe_u64;
+        let mut picked = [false; 2];
+        for n in [300usize, 2000] {
+            for wide_ports in [0u32, 4] {
+                // rules with and without wide destination port ranges
+                let boxes: Vec<RuleBox> = (0..n)
+                    .map(|_| {
+                        let mut b = random_box(&mut s);
+                        if rng(&mut s) % 8 < wide_ports {
+                            (b.lo[4], b.hi[4]) = (1024, 65535);
+                            b.needs_ports = true;
+                        }
+                        b
+                    })
+                    .collect();
+                let sample = trace(&boxes, ESTIMATE_SAMPLE, ESTIMATE_SEED);
+                let cost = |sep| Forest::separated(&boxes, sep).estimated_cost(&sample);
+                let (three, two) = (cost(Separation::ThreeWay), cost(Separation::Addresses));
+                let f = Forest::from_boxes(&boxes);
+                let want = if two < three {
+                    Separation::Addresses
+                } else {
+                    Separation::ThreeWay
+                };
+                assert_eq!(
+                    f.separation, want,
+                    "n={n}: three-way {three}, addresses {two}"
+                );
+                assert_eq!(f.estimated_cost(&sample), three.min(two));
+                picked[usize::from(want == Separation::Addresses)] = true;
+            }
+        }
+        // both are picked somewhere (else the test shows nothing of the choice)
+        assert_eq!(picked, [true, true]);
     }
 
     #[test]
@@ -1597,18 +1730,13 @@ mod tests {
             });
         }
         let groups = |bs: &[RuleBox]| {
-            let mut keys: Vec<u8> = bs
-                .iter()
-                .map(|b| {
-                    u8::from(large(b, 0)) | u8::from(large(b, 1)) << 1 | u8::from(large(b, 4)) << 2
-                })
-                .collect();
+            let mut keys: Vec<u8> = bs.iter().map(|b| Separation::ThreeWay.key(b)).collect();
             keys.sort_unstable();
             keys.dedup();
             keys.len()
         };
         assert_eq!(groups(&boxes), 3);
-        let f = Forest::from_boxes(&boxes);
+        let f = Forest::separated(&boxes, Separation::ThreeWay);
         assert_eq!(f.trees.len(), 2, "{:?}", f.stats());
         for _ in 0..3000 {
             let r = &boxes[(rng(&mut s) as usize) % boxes.len()];
