@@ -12,17 +12,19 @@ fn main() {
         _ => Style::Acl,
     };
     // a ClassBench rule file instead, given by its path
-    let src = match a.get(1).filter(|f| std::path::Path::new(f).is_file()) {
+    let file = a.get(1).filter(|f| std::path::Path::new(f).is_file());
+    let src = match file {
         Some(f) => fwc_compiler::gen::from_classbench(&std::fs::read_to_string(f).unwrap()).0,
         None => ruleset(style, n, 7),
     };
+    let label = file.map_or(format!("{n} {style:?}"), |f| f.to_string());
     let c = fwc_compiler::compile_source("g.fw", &src, &fwc_compiler::loader::MemFiles::default());
     let p = &c.checked.as_ref().unwrap().program;
     let chain = &p.chains[0];
     let t0 = std::time::Instant::now();
     let t = Forest::build(&chain.rules);
     println!(
-        "{n} {style:?}: {:?} separation, {:?} in {:?}, {} KiB",
+        "{label}: {:?} separation, {:?} in {:?}, {} KiB",
         t.separation,
         t.stats(),
         t0.elapsed(),
