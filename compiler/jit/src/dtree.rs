@@ -542,10 +542,10 @@ impl Forest {
 
     /// The forest of both [`Separation`]s that [`Forest::estimated_cost`] prefers.
     ///
-    /// Measured at 10K rules (forest alone, the classify bench's trace; three-way against
-    /// addresses only): generated acl 28.5 / 20.9 ns, fw 41 / 50, ipc 38 / 31; seed sets
-    /// acl1_10k 30 / 43, fw1_10k 30 / 28, ipc1_10k 63 / 67. The estimate picks the faster
-    /// one in each of these but fw1_10k, where the two are within 10%.
+    /// Measured at 10K rules (the compiled walk alone, the classify bench's trace;
+    /// three-way against addresses only): generated acl 30 / 22 ns, fw 40 / 54, ipc 39 /
+    /// 30; seed sets acl1_10k 31 / 41, fw1_10k 25 / 24, ipc1_10k 57 / 49. The estimate
+    /// picks the faster one in each.
     ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
@@ -561,8 +561,8 @@ impl Forest {
 
     /// A static estimate of a lookup's cost: the work a sample of points drawn from the
     /// run's own boxes (as ClassBench traces are, with another seed) takes per lookup — 2 per
-    /// tree walked, 1 per node word, 1 per leaf box — scaled by how far the forest's memory
-    /// goes past 1 MiB (an L2 cache: a bigger forest's words and boxes miss more).
+    /// tree walked, 1 per node word, 1 per leaf box — times 1 plus the forest's memory in
+    /// MiB (an L2 cache's size: a bigger forest's words and boxes miss more).
     pub fn estimated_cost(&self, sample: &[([u32; 5], bool)]) -> f64 {
         let mut w = WorkCount::default();
         for (v, has_ports) in sample {
@@ -1528,6 +1528,13 @@ mod tests {
                     "n={n}: three-way {three}, addresses {two}"
                 );
                 assert_eq!(f.estimated_cost(&sample), three.min(two));
+                // the fixtures' known answers: random boxes, few wide in ports, are cheaper
+                // in fewer trees; addresses all wide and ports wide or exact, three-way
+                match wide_ports {
+                    0 => assert_eq!(f.separation, Separation::Addresses, "n={n}"),
+                    8 => assert_eq!(f.separation, Separation::ThreeWay, "n={n}"),
+                    _ => {}
+                }
                 if two != three {
                     picked[usize::from(want == Separation::Addresses)] = true;
                 }
