@@ -1255,8 +1255,8 @@ impl Gen<'_> {
                 b.switch_to_block(blocks[i]);
                 let mut tree = Box::new(dtree::Forest::build(&rules[run.start..run.end]));
                 // the run's rules by action: rules with the same plain statements share one
-                // block (a few blocks in all, not one per rule: the code stays small and the
-                // indirect branch predictable); the others get a block each
+                // block (a few blocks in all, not one per rule: the code stays small); the
+                // others get a block each
                 let run_rules = &rules[run.start..run.end];
                 let mut classes: Vec<(usize, bool)> = Vec::new(); // (rule k, shared)
                 let mut table: Vec<u32> = Vec::with_capacity(2 * run_rules.len());
