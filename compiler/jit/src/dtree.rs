@@ -411,14 +411,9 @@ impl Separation {
         };
         if key == self.everywhere() {
             // rules wide in every address (and port) dimension can still be told apart by
-            // protocol and source port (the space budget bounds any copying)
-            [
-                false,
-                false,
-                true,
-                true,
-                dport && self == Separation::Addresses,
-            ]
+            // protocol and source port, and by destination port where the separation did
+            // not look at it (the space budget bounds any copying)
+            [false, false, true, true, dport]
         } else {
             [key & 1 == 0, key & 2 == 0, false, false, dport]
         }

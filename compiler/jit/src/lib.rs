@@ -2073,13 +2073,7 @@ impl JitProgram {
             // no interface pattern: no rule reads the bit sets
             const NONE: &[u64] = &[0];
             let bits = (NONE, NONE);
-            return if passive && self.callbacks() {
-                self.run_passive::<true>(path, bytes, meta, oracle, hooks, bits, out)
-            } else if passive {
-                self.run_passive::<false>(path, bytes, meta, oracle, hooks, bits, out)
-            } else {
-                self.run(path, bytes, meta, oracle, hooks, bits, out)
-            };
+            return self.run_any(passive, path, bytes, meta, oracle, hooks, bits, out);
         }
         // interface bit sets: reused buffers, no allocation per packet
         let mut iif_bits = std::mem::take(&mut self.scratch.0);
@@ -2087,15 +2081,32 @@ impl JitProgram {
         self.iface_bits(meta.iif.as_deref(), &mut iif_bits);
         self.iface_bits(meta.oif.as_deref(), &mut oif_bits);
         let bits = (&iif_bits[..], &oif_bits[..]);
-        let r = if passive && self.callbacks() {
+        let r = self.run_any(passive, path, bytes, meta, oracle, hooks, bits, out);
+        self.scratch = (iif_bits, oif_bits);
+        r
+    }
+
+    /// The passive path (with or without an `Env`) or the general loop.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run_any(
+        &mut self,
+        passive: bool,
+        path: PathKind,
+        bytes: &[u8],
+        meta: &Meta,
+        oracle: &mut dyn Oracle,
+        hooks: &mut dyn Hooks,
+        bits: (&[u64], &[u64]),
+        out: &mut JitOutcome,
+    ) -> Result<(), InterpError> {
+        if passive && self.callbacks() {
             self.run_passive::<true>(path, bytes, meta, oracle, hooks, bits, out)
         } else if passive {
             self.run_passive::<false>(path, bytes, meta, oracle, hooks, bits, out)
         } else {
             self.run(path, bytes, meta, oracle, hooks, bits, out)
-        };
-        self.scratch = (iif_bits, oif_bits);
-        r
+        }
     }
 
     /// The hooks' steps in full: conntrack, NAT points, routing, registered functions and
