@@ -24,8 +24,9 @@ fn main() {
     let t0 = std::time::Instant::now();
     let t = Forest::build(&chain.rules);
     println!(
-        "{label}: {:?} separation, {:?} in {:?}, {} KiB",
+        "{label}: {:?} separation, cuts of up to {} bits, {:?} in {:?}, {} KiB",
         t.separation,
+        t.cut_bits,
         t.stats(),
         t0.elapsed(),
         t.memory() / 1024

@@ -32,8 +32,9 @@ const DIMS: [Field; 5] = [
 const WIDTH: [u8; 5] = [32, 32, 8, 16, 16];
 /// most rules a leaf holds before the builder tries to cut it
 const BINTH: usize = 8;
-/// most bits one cut takes (2^6 = 64 children)
-const MAX_K: u8 = 6;
+/// most bits one cut may take, the choices [`Forest::from_boxes`] builds (2^6 = 64
+/// children, 2^8 = 256: a cut word's mask field has 8 bits)
+pub const CUT_BITS: [u8; 2] = [6, 8];
 /// the children of a node hold at most this many times its rules
 const SPFAC: usize = 4;
 const MAX_DEPTH: usize = 40;
@@ -208,6 +209,8 @@ pub struct Tree {
     dims: [bool; 5],
     /// most leaf entries the builder may create before it stops cutting
     budget: usize,
+    /// most bits one cut takes
+    max_k: u8,
 }
 
 /// Is a rule "large" in a dimension (so that cutting there would copy it into many
@@ -239,6 +242,8 @@ fn large(b: &RuleBox, d: usize) -> bool {
 pub struct Forest {
     /// how the run's rules were split into trees
     pub separation: Separation,
+    /// most bits one cut takes (one of [`CUT_BITS`])
+    pub cut_bits: u8,
     /// per tree, sorted by the first rule each holds
     trees: Vec<FlatTree>,
     /// node words (see [`cut_word`] and [`leaf_word`])
@@ -535,40 +540,54 @@ impl Forest {
         Forest::from_boxes(&boxes)
     }
 
-    /// The forest of both [`Separation`]s that [`Forest::estimated_cost`] prefers.
+    /// The forest that [`Forest::estimated_cost`] prefers of four candidates: both
+    /// [`Separation`]s, each with cuts of up to 6 and of up to 8 bits ([`CUT_BITS`]).
     ///
     /// Measured at 10K rules (the compiled walk alone, the classify bench's trace;
     /// three-way against addresses only): generated acl 30 / 22 ns, fw 40 / 54, ipc 39 /
     /// 30; seed sets acl1_10k 31 / 41, fw1_10k 25 / 24, ipc1_10k 57 / 49. The estimate
     /// picks the faster one in each.
     ///
+    /// Cuts of up to 8 bits (256 children; until 2026-11-28 only up to 6) make shallower
+    /// trees for more memory. Measured at 10K rules, 6 against 8 bits, the compiled walk
+    /// alone: generated acl 22 / 18 ns, fw 40 / 39, ipc 30 / 30, acl1_10k 31 / 26,
+    /// fw1_10k 23 / 24, ipc1_10k 49 / 43; classifications in place: acl 52 -> 49 ns,
+    /// acl1_10k 56 -> 52, fw1_10k 47 either way. The estimate (with its memory weight
+    /// halved for this choice: at a whole weight it kept 6 bits for acl1_10k and ipc1_10k)
+    /// picks 8 bits for generated acl and for acl1_10k / ipc1_10k, 6 for the rest at 10K.
+    ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
-        let three = Forest::separated(boxes, Separation::ThreeWay);
-        let two = Forest::separated(boxes, Separation::Addresses);
         let sample = trace(boxes, ESTIMATE_SAMPLE, ESTIMATE_SEED);
-        if two.estimated_cost(&sample) < three.estimated_cost(&sample) {
-            two
-        } else {
-            three
+        let mut best: Option<(f64, Forest)> = None;
+        for sep in [Separation::ThreeWay, Separation::Addresses] {
+            for bits in CUT_BITS {
+                let f = Forest::separated(boxes, sep, bits);
+                let cost = f.estimated_cost(&sample);
+                if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                    best = Some((cost, f));
+                }
+            }
         }
+        best.map(|(_, f)| f).expect("at least one candidate")
     }
 
     /// A static estimate of a lookup's cost: the work a sample of points drawn from the
     /// run's own boxes (as ClassBench traces are, with another seed) takes per lookup — 2 per
     /// tree walked, 1 per node word, 1 per leaf box — times 1 plus the forest's memory in
-    /// MiB (an L2 cache's size: a bigger forest's words and boxes miss more).
+    /// units of 2 MiB (an L2 cache's size is 1 MiB here: a bigger forest's words and boxes
+    /// miss more, but its upper levels stay cached).
     pub fn estimated_cost(&self, sample: &[([u32; 5], bool)]) -> f64 {
         let mut w = WorkCount::default();
         for (v, has_ports) in sample {
             self.lookup_counting(v, *has_ports, &mut w);
         }
         let work = (2 * w.trees + w.nodes + w.leaf_boxes) as f64 / sample.len().max(1) as f64;
-        work * (1.0 + self.memory() as f64 / f64::from(1 << 20))
+        work * (1.0 + self.memory() as f64 / f64::from(2 << 20))
     }
 
     /// The forest of one separation. Panics when there are more than [`MAX_RUN`] boxes.
-    pub fn separated(boxes: &[RuleBox], sep: Separation) -> Forest {
+    pub fn separated(boxes: &[RuleBox], sep: Separation, cut_bits: u8) -> Forest {
         // run positions must fit a leaf word's field
         assert!(boxes.len() <= MAX_RUN, "a run of at most MAX_RUN rules");
         let mut groups: std::collections::BTreeMap<u8, Vec<u32>> = Default::default();
@@ -580,12 +599,13 @@ impl Forest {
             .into_iter()
             .map(|(key, pos)| {
                 let sub: Vec<RuleBox> = pos.iter().map(|&i| boxes[i as usize]).collect();
-                (Tree::with_dims(sub, sep.dims(key)), pos)
+                (Tree::with_cuts(sub, sep.dims(key), cut_bits), pos)
             })
             .collect();
         trees.sort_by_key(|t| t.1[0]);
         let mut f = Forest {
             separation: sep,
+            cut_bits,
             trees: Vec::with_capacity(trees.len()),
             words: Vec::new(),
             leaves: Vec::new(),
@@ -1100,13 +1120,16 @@ pub struct TreeStats {
 }
 
 impl Tree {
-    /// A tree that may cut every dimension (the forest's trees cut some: [`Tree::with_dims`]).
+    /// A tree that may cut every dimension (the forest's trees cut some: [`Tree::with_cuts`]),
+    /// at most 6 bits at a time.
     pub fn from_boxes(boxes: Vec<RuleBox>) -> Tree {
-        Tree::with_dims(boxes, [true, true, true, true, true])
+        Tree::with_cuts(boxes, [true, true, true, true, true], CUT_BITS[0])
     }
 
-    /// A tree that cuts only the dimensions marked in `dims`.
-    pub fn with_dims(boxes: Vec<RuleBox>, dims: [bool; 5]) -> Tree {
+    /// A tree that cuts only the dimensions marked in `dims`, at most `max_k` bits (one of
+    /// [`CUT_BITS`]) at a time.
+    pub fn with_cuts(boxes: Vec<RuleBox>, dims: [bool; 5], max_k: u8) -> Tree {
+        debug_assert!(CUT_BITS.contains(&max_k));
         let n = boxes.len();
         let mut t = Tree {
             boxes,
@@ -1115,6 +1138,7 @@ impl Tree {
             leaf_rules: Vec::new(),
             dims,
             budget: 16 * n + 4096,
+            max_k,
         };
         let all: Vec<u32> = (0..t.boxes.len() as u32)
             .filter(|&i| !t.boxes[i as usize].is_empty())
@@ -1157,7 +1181,7 @@ impl Tree {
         let mut best: Option<(usize, usize, usize, u8)> = None; // (max child, total, dim, k)
         let mut diff = Vec::new();
         for d in (0..5).filter(|&d| self.dims[d]) {
-            for k in 1..=MAX_K.min(reg.bits[d]) {
+            for k in 1..=self.max_k.min(reg.bits[d]) {
                 let m = 1usize << k;
                 diff.clear();
                 diff.resize(m + 1, 0i64);
@@ -1440,9 +1464,9 @@ mod tests {
             let boxes: Vec<RuleBox> = (0..n).map(|_| random_box(&mut s)).collect();
             let t = Tree::from_boxes(boxes.clone());
             let f = Forest::from_boxes(&boxes);
-            // (both separations, whichever the estimate picks)
-            let three = Forest::separated(&boxes, Separation::ThreeWay);
-            let two = Forest::separated(&boxes, Separation::Addresses);
+            // (both separations, whichever the estimate picks; the wider cuts in one)
+            let three = Forest::separated(&boxes, Separation::ThreeWay, CUT_BITS[0]);
+            let two = Forest::separated(&boxes, Separation::Addresses, CUT_BITS[1]);
             for _ in 0..3000 {
                 // packets near rules, so that many match something
                 let r = &boxes[(rng(&mut s) as usize) % n];
@@ -1474,9 +1498,9 @@ mod tests {
     }
 
     #[test]
-    fn the_forest_is_the_separation_estimated_cheaper() {
+    fn the_forest_is_the_candidate_estimated_cheapest() {
         let mut s = 0x0bad_cafe_u64;
-        let mut picked = [false; 2];
+        let (mut picked, mut bits) = ([false; 2], [false; 2]);
         for n in [300usize, 2000] {
             for wide_ports in [0u32, 4, 8] {
                 // rules with and without wide destination port ranges (of many ends); with
@@ -1510,19 +1534,26 @@ mod tests {
                     })
                     .collect();
                 let sample = trace(&boxes, ESTIMATE_SAMPLE, ESTIMATE_SEED);
-                let cost = |sep| Forest::separated(&boxes, sep).estimated_cost(&sample);
-                let (three, two) = (cost(Separation::ThreeWay), cost(Separation::Addresses));
+                // every candidate, in the order `from_boxes` builds them (the first of equals
+                // is kept)
+                let costs: Vec<(Separation, u8, f64)> =
+                    [Separation::ThreeWay, Separation::Addresses]
+                        .into_iter()
+                        .flat_map(|sep| CUT_BITS.map(|bits| (sep, bits)))
+                        .map(|(sep, bits)| {
+                            let f = Forest::separated(&boxes, sep, bits);
+                            (sep, bits, f.estimated_cost(&sample))
+                        })
+                        .collect();
+                let least = costs.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+                let want = costs.iter().find(|c| c.2 == least).unwrap();
                 let f = Forest::from_boxes(&boxes);
-                let want = if two < three {
-                    Separation::Addresses
-                } else {
-                    Separation::ThreeWay
-                };
                 assert_eq!(
-                    f.separation, want,
-                    "n={n}: three-way {three}, addresses {two}"
+                    (f.separation, f.cut_bits),
+                    (want.0, want.1),
+                    "n={n}: {costs:?}"
                 );
-                assert_eq!(f.estimated_cost(&sample), three.min(two));
+                assert_eq!(f.estimated_cost(&sample), least);
                 // the fixtures' known answers: random boxes, few wide in ports, are cheaper
                 // in fewer trees; addresses all wide and ports wide or exact, three-way
                 match wide_ports {
@@ -1530,13 +1561,15 @@ mod tests {
                     8 => assert_eq!(f.separation, Separation::ThreeWay, "n={n}"),
                     _ => {}
                 }
-                if two != three {
-                    picked[usize::from(want == Separation::Addresses)] = true;
+                if costs.iter().filter(|c| c.2 == least).count() == 1 {
+                    picked[usize::from(want.0 == Separation::Addresses)] = true;
+                    bits[usize::from(want.1 == CUT_BITS[1])] = true;
                 }
             }
         }
-        // each is strictly cheaper somewhere (else the test shows nothing of the choice)
-        assert_eq!(picked, [true, true]);
+        // each is strictly cheapest somewhere (else the test shows nothing of the choice)
+        assert_eq!(picked, [true, true], "separations");
+        assert_eq!(bits, [true, true], "cut widths");
     }
 
     #[test]
@@ -1598,12 +1631,20 @@ mod tests {
     }
 
     /// The compiled walk's answers against the Rust walk's, over points near the boxes
-    /// and anywhere, with and without ports.
+    /// and anywhere, with and without ports: the chosen forest and every candidate.
     fn compiled_agrees(boxes: &[RuleBox], tags: Option<&[u8]>, s: &mut u64, points: usize) {
-        let mut f = Forest::from_boxes(boxes);
-        if let Some(t) = tags {
-            f.set_tags(t);
+        let candidates = [Separation::ThreeWay, Separation::Addresses]
+            .into_iter()
+            .flat_map(|sep| CUT_BITS.map(|bits| Forest::separated(boxes, sep, bits)));
+        for mut f in std::iter::once(Forest::from_boxes(boxes)).chain(candidates) {
+            if let Some(t) = tags {
+                f.set_tags(t);
+            }
+            compiled_agrees_in(f, boxes, s, points);
         }
+    }
+
+    fn compiled_agrees_in(f: Forest, boxes: &[RuleBox], s: &mut u64, points: usize) {
         let c = crate::CompiledLookup::new(f).expect("compiles");
         let f = c.forest();
         for _ in 0..points {
@@ -1637,6 +1678,38 @@ mod tests {
             let tags: Vec<u8> = (0..n).map(|p| (p * 5 % (MAX_TAG + 1)) as u8).collect();
             compiled_agrees(&boxes, Some(&tags), &mut s, 3000);
         }
+        // rules spread over every value of the source address's top bytes: the wider
+        // candidates cut 8 bits at the root and below it, the narrower ones 6
+        let spread: Vec<RuleBox> = (0..12_000u32)
+            .map(|i| {
+                let mut b = random_box(&mut s);
+                // top byte i % 256; the next one value per 256-way child, pairs of them
+                // sharing a 128-way child, over the whole byte
+                let j = i / 256;
+                let a = (i % 256) << 24 | ((j / 2) * 10 + j % 2) << 16 | (i & 0xff);
+                (b.lo[0], b.hi[0]) = (a, a);
+                b
+            })
+            .collect();
+        for (bits, mask) in [(CUT_BITS[0], 63), (CUT_BITS[1], 255)] {
+            let f = Forest::separated(&spread, Separation::ThreeWay, bits);
+            let root = f.trees[0].root;
+            assert_eq!((root & 1, (root >> 8) & 255), (0, mask), "{bits} bits");
+            // (and below the root: node words that are cuts, their widest mask)
+            let below = f
+                .words
+                .iter()
+                .filter(|w| *w & 1 == 0)
+                .map(|w| (w >> 8) & 255);
+            assert_eq!(below.max(), Some(mask), "{bits} bits");
+            // the Rust walk through them: the first match, as a linear scan finds it
+            for r in spread.iter().step_by(7) {
+                let v = r.lo;
+                let linear = spread.iter().position(|b| b.matches(&v, true));
+                assert_eq!(f.lookup(&v, true), linear.map(|p| p as u32), "{v:?}");
+            }
+        }
+        compiled_agrees(&spread, None, &mut s, 3000);
         // a leaf too long for its word
         let long = one_long_leaf(5000);
         compiled_agrees(&long, None, &mut s, 3000);
@@ -1765,7 +1838,7 @@ mod tests {
             keys.len()
         };
         assert_eq!(groups(&boxes), 3);
-        let f = Forest::separated(&boxes, Separation::ThreeWay);
+        let f = Forest::separated(&boxes, Separation::ThreeWay, CUT_BITS[0]);
         assert_eq!(f.trees.len(), 2, "{:?}", f.stats());
         for _ in 0..3000 {
             let r = &boxes[(rng(&mut s) as usize) % boxes.len()];
