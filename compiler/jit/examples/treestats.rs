@@ -1,8 +1,12 @@
 //! Prints decision-forest statistics for generated rule sets and times the forest's lookup
 //! alone (no packet parsing, no driver; the Rust walk and the compiled one) over the classify
 //! bench's trace: `cargo run --release -p fwc-jit --example treestats -- 10000 acl`.
+//! With `FWC_CANDIDATES=1` it also prints every candidate forest `Forest::from_boxes`
+//! chose from: its estimated cost, memory, compiled lookup time and work per lookup.
 use fwc_compiler::gen::{ruleset, Style};
-use fwc_jit::dtree::{Forest, RuleBox, WorkCount};
+use fwc_jit::dtree::{
+    trace, Forest, RuleBox, Separation, WorkCount, CUT_BITS, ESTIMATE_SAMPLE, ESTIMATE_SEED,
+};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(1).and_then(|x| x.parse().ok()).unwrap_or(10_000);
@@ -52,15 +56,31 @@ fn main() {
     let c = fwc_jit::CompiledLookup::new(Forest::build(&chain.rules)).unwrap();
     let compiled = time(&|v, p| c.lookup(v, p));
     println!("compiled lookup alone: {compiled:.1} ns");
-    let mut w = WorkCount::default();
-    for (v, has_ports) in &points {
-        t.lookup_counting(v, *has_ports, &mut w);
+    let work = |f: &Forest| {
+        let mut w = WorkCount::default();
+        for (v, has_ports) in &points {
+            f.lookup_counting(v, *has_ports, &mut w);
+        }
+        let k = points.len() as f64;
+        format!(
+            "{:.2} trees walked, {:.2} node words loaded, {:.2} leaf boxes tested",
+            w.trees as f64 / k,
+            w.nodes as f64 / k,
+            w.leaf_boxes as f64 / k
+        )
+    };
+    println!("per lookup: {}", work(&t));
+    if std::env::var_os("FWC_CANDIDATES").is_some() {
+        // the estimate's own sample (as `Forest::from_boxes` draws it)
+        let sample = trace(&boxes, ESTIMATE_SAMPLE, ESTIMATE_SEED);
+        for sep in [Separation::ThreeWay, Separation::Addresses] {
+            for bits in CUT_BITS {
+                let f = Forest::separated(&boxes, sep, bits);
+                let (est, kib, per) = (f.estimated_cost(&sample), f.memory() / 1024, work(&f));
+                let c = fwc_jit::CompiledLookup::new(f).unwrap();
+                let ns = time(&|v, p| c.lookup(v, p));
+                println!("candidate {sep:?}/{bits}: estimate {est:.1}, {kib} KiB, compiled {ns:.1} ns, {per}");
+            }
+        }
     }
-    let k = points.len() as f64;
-    println!(
-        "per lookup: {:.2} trees walked, {:.2} node words loaded, {:.2} leaf boxes tested",
-        w.trees as f64 / k,
-        w.nodes as f64 / k,
-        w.leaf_boxes as f64 / k
-    );
 }
