@@ -81,6 +81,10 @@ pub struct Ctx {
     /// the deciding rule of the last chain run, or [`NO_RULE`]
     pub rule: u32,
     pub aux: u32,
+    /// the rule whose counters the driver bumps after the chain returns, or [`NO_RULE`]: a
+    /// tree run ending in a bare verdict leaves its deciding rule here instead of bumping
+    /// the counters itself (see `run_base`)
+    pub deferred: u32,
     /// interface-pattern bit sets of the packet's input and output interfaces
     pub iif_bits: *const u64,
     pub oif_bits: *const u64,
@@ -373,6 +377,9 @@ pub struct JitProgram {
     log_sites: Vec<(RuleId, u32)>,
     /// (packets, bytes) by rule id
     counts: Vec<[u64; 2]>,
+    /// the rule and packet length of the last deferred bump (`Ctx::deferred`), not yet in
+    /// `counts`; ([`NO_RULE`], 0) for none
+    pending: (u32, u32),
     /// (packets, bytes) that each chain's policy decided, by chain id (base chains only)
     policy_counts: Vec<(u64, u64)>,
     scratch: (Vec<u64>, Vec<u64>),
@@ -1355,8 +1362,10 @@ impl Gen<'_> {
                         .enumerate()
                         .filter(|&(_, &(k, _))| bare(k) == Some(true))
                         .fold(0u64, |m, (c, _)| m | 1 << c);
+                    // the driver bumps the rule's counters (`run_base`: after a prefetch,
+                    // one classification later)
+                    self.store32(b, ctx, off!(deferred), id);
                     self.dyn_rule = Some(id);
-                    self.bump_counters(b, ctx, first_id);
                     self.store_rule(b, ctx, first_id);
                     self.dyn_rule = None;
                     let mask = b.ins().iconst(types::I64, drops as i64);
@@ -1967,6 +1976,7 @@ impl JitProgram {
             ops,
             plans,
             tree_rules,
+            pending: (NO_RULE, 0),
             code_size,
         })
     }
@@ -1997,9 +2007,17 @@ impl JitProgram {
         &self.program
     }
 
-    /// Per-rule (packets, bytes) counters, indexed by rule id.
+    /// Per-rule (packets, bytes) counters, indexed by rule id (the last deferred bump
+    /// included).
     pub fn counters(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts.iter().map(|&[p, b]| (p, b))
+        let (rule, len) = self.pending;
+        self.counts.iter().enumerate().map(move |(i, &[p, b])| {
+            if i as u32 == rule {
+                (p + 1, b + u64::from(len))
+            } else {
+                (p, b)
+            }
+        })
     }
 
     /// The (packets, bytes) each base chain's policy decided (`iptables -L -v`'s "policy
@@ -2209,10 +2227,13 @@ impl JitProgram {
                         }
                         let f = self.chains[e.chain.0 as usize];
                         let policy = &mut self.policy_counts[e.chain.0 as usize];
+                        let pending = &mut self.pending;
                         // SAFETY: as `run_base` requires: `ctx.env` points to `env`, alive
                         // until the end of this function, and no borrow of its cells is
-                        // held across the call.
-                        let r = unsafe { run_base(before_conntrack(e), f, &mut ctx, policy) };
+                        // held across the call; `ctx.counters` is `self.counts`, which
+                        // nothing borrows.
+                        let r =
+                            unsafe { run_base(before_conntrack(e), f, &mut ctx, policy, pending) };
                         last = ctx.rule;
                         match chain_end(r, &ctx, env.error)? {
                             ChainEnd::Next => continue,
@@ -2355,7 +2376,8 @@ impl JitProgram {
                 // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set above),
                 // alive for the whole call, and no borrow of its cells is held across the
                 // call; or, without callbacks in the program, it is null and never read.
-                let r = unsafe { run_base(s.raw, s.f, ctx, policy) };
+                // `ctx.counters` is `self.counts`, which nothing borrows.
+                let r = unsafe { run_base(s.raw, s.f, ctx, policy, &mut self.pending) };
                 last = ctx.rule;
                 match chain_end(r, ctx, &self.cells.error)? {
                     ChainEnd::Next => {}
@@ -2464,6 +2486,7 @@ impl Ctx {
             ct: u32::from(meta.ct),
             rule: NO_RULE,
             aux: 0,
+            deferred: NO_RULE,
             iif_bits: iif_bits.as_ptr(),
             oif_bits: oif_bits.as_ptr(),
             counters,
@@ -2544,16 +2567,31 @@ enum ChainEnd {
     Reject(RejectKind),
 }
 
-/// Runs base chain `f` (`raw`: attached before conntrack) on the packet: `ctx.rule` is the deciding rule
-/// after it, or [`NO_RULE`] when the policy decided (then counted in `policy`). Returns the
-/// chain's verdict code.
+/// Runs base chain `f` (`raw`: attached before conntrack) on the packet: `ctx.rule` is the
+/// deciding rule after it, or [`NO_RULE`] when the policy decided (then counted in
+/// `policy`). Returns the chain's verdict code.
+///
+/// A rule the chain left in `ctx.deferred` has its counters bumped one classification
+/// later: `pending` takes it, and the bump `pending` held before is made now, its counter
+/// line prefetched since. The line of a decision tree's hit is rarely cached, and a
+/// read-modify-write on it holds up the classification until the line comes in (10K rules
+/// in place, acl / fw / ipc: 47.5 / 56.5 / 56 -> 44.5 / 53.5 / 54 ns; without any bump
+/// 40 / 50 / 50).
 ///
 /// # Safety
 /// `f` is generated chain code of this program; `ctx` is the classification's context with
 /// `ctx.env` pointing to its live `Env`, none of whose `RefCell`s is borrowed (the
 /// callbacks borrow them) — or null when the program has no callbacks (generated code reads
-/// `ctx.env` only to pass it to one).
-unsafe fn run_base(raw: bool, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)) -> u32 {
+/// `ctx.env` only to pass it to one); `ctx.counters` points to the program's counters,
+/// sized for every rule id, which no reference aliases; `pending` holds ([`NO_RULE`], 0) or
+/// a rule id of this program.
+unsafe fn run_base(
+    raw: bool,
+    f: ChainFn,
+    ctx: &mut Ctx,
+    policy: &mut (u64, u64),
+    pending: &mut (u32, u32),
+) -> u32 {
     ctx.rule = NO_RULE;
     // before conntrack (raw) there is no connection: `ct state` is invalid, or untracked
     // once `notrack` ran (the interpreter's rule)
@@ -2565,6 +2603,23 @@ unsafe fn run_base(raw: bool, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)
     // counters (sized for every rule id) and the interface bit sets (sized for every
     // pattern), and calls back with `ctx.env`, live as the caller promises.
     let r = unsafe { f(ctx) };
+    if ctx.deferred != NO_RULE {
+        let counters = ctx.counters;
+        let (rule, len) = *pending;
+        if rule != NO_RULE {
+            // SAFETY: a rule id of this program, as the caller promises, into the counters,
+            // sized for every rule id and aliased by no reference (generated code, which
+            // also writes them, is not running)
+            let c = unsafe { &mut *counters.add(rule as usize) };
+            c[0] += 1;
+            c[1] += u64::from(len);
+        }
+        *pending = (ctx.deferred, ctx.len);
+        // (generated code leaves only rule ids of the program there; the prefetch reads
+        // nothing in any case)
+        prefetch(counters.wrapping_add(ctx.deferred as usize));
+        ctx.deferred = NO_RULE;
+    }
     if let Some(b) = before_ct {
         if ctx.ct != u32::from(ct::UNTRACKED) {
             ctx.ct = b;
@@ -2576,6 +2631,20 @@ unsafe fn run_base(raw: bool, f: ChainFn, ctx: &mut Ctx, policy: &mut (u64, u64)
         policy.1 += u64::from(ctx.len);
     }
     r
+}
+
+/// Asks for the cache line at `p` ahead of a write (a hint: nothing is read, and no
+/// address faults).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    // SAFETY: the intrinsic needs SSE, which every x86_64 processor has (the target's
+    // baseline); a prefetch dereferences nothing.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// What a base chain's verdict code means for its hook; an error a callback left (or the
