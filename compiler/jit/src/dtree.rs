@@ -554,9 +554,11 @@ impl Forest {
     /// trees for more memory. Measured at 10K rules, 6 against 8 bits, the compiled walk
     /// alone: generated acl 22 / 18 ns, fw 40 / 39, ipc 30 / 30, acl1_10k 31 / 26,
     /// fw1_10k 23 / 24, ipc1_10k 49 / 43; classifications in place: acl 52 -> 49 ns,
-    /// acl1_10k 56 -> 52, fw1_10k 47 either way. The estimate (with its memory weight
-    /// halved for this choice: at a whole weight it kept 6 bits for acl1_10k and ipc1_10k)
-    /// picks 8 bits for generated acl and for acl1_10k / ipc1_10k, 6 for the rest at 10K.
+    /// acl1_10k 56 -> 52, fw1_10k 47 either way; generated fw (split by the addresses) 53
+    /// -> 50.5. The estimate (its memory weight a quarter of what it was: at a whole weight
+    /// it kept 6 bits for acl1_10k and ipc1_10k, at half for generated fw) picks 8 bits at
+    /// 10K for generated acl and fw, acl1_10k and ipc1_10k, 6 for generated ipc and
+    /// fw1_10k; 8 at 1K, and 6 for fw and ipc at 100K (their forests 9 and 8 MiB).
     ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
@@ -577,15 +579,15 @@ impl Forest {
     /// A static estimate of a lookup's cost: the work a sample of points drawn from the
     /// run's own boxes (as ClassBench traces are, with another seed) takes per lookup — 2 per
     /// tree walked, 1 per node word, 1 per leaf box — times 1 plus the forest's memory in
-    /// units of 2 MiB (an L2 cache's size is 1 MiB here: a bigger forest's words and boxes
-    /// miss more, but its upper levels stay cached).
+    /// units of 4 MiB (an L2 cache's size is 1 MiB here: a bigger forest's words and boxes
+    /// miss more, but its upper levels stay cached and a lookup touches few of them).
     pub fn estimated_cost(&self, sample: &[([u32; 5], bool)]) -> f64 {
         let mut w = WorkCount::default();
         for (v, has_ports) in sample {
             self.lookup_counting(v, *has_ports, &mut w);
         }
         let work = (2 * w.trees + w.nodes + w.leaf_boxes) as f64 / sample.len().max(1) as f64;
-        work * (1.0 + self.memory() as f64 / f64::from(2 << 20))
+        work * (1.0 + self.memory() as f64 / f64::from(4 << 20))
     }
 
     /// The forest of one separation. Panics when there are more than [`MAX_RUN`] boxes.
