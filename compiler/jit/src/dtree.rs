@@ -521,11 +521,14 @@ impl Key {
 
 /// A cut node: child = words[first + ((key >> at) & mask)], where `at` is the cut's
 /// dimension's place in the [`Key`] plus its shift (the cut's bits never reach past its
-/// dimension's width). Bit 0 is 0; bits 1-7 at; bits 8-31 mask; bits 32-63 first.
+/// dimension's width). Bit 0 is 0; bit 1 the key word (`at` / 64); bits 2-7 the shift
+/// within it (`at` % 64); bits 8-31 mask; bits 32-63 first. (A shift of the word by 2 is
+/// the shift within the key word, as a shift's amount is taken modulo 64: a step's chain of
+/// dependent operations is two shorter than with `at` whole in bits 1-7.)
 fn cut_word(dim: u8, shift: u8, mask: u32, first: usize) -> u64 {
     debug_assert!(dim < 5 && shift < 32 && mask < 1 << 24 && first < 1 << 32);
     let at = KEY_AT[dim as usize] + shift;
-    u64::from(at) << 1 | u64::from(mask) << 8 | (first as u64) << 32
+    u64::from(at >> 6) << 1 | u64::from(at & 63) << 2 | u64::from(mask) << 8 | (first as u64) << 32
 }
 
 /// A leaf: leaves[start .. start + len], whose first rule is at run position `first` (so
@@ -818,9 +821,8 @@ impl Forest {
         if w & 1 != 0 {
             return w;
         }
-        let at = (w >> 1) & 127;
-        let x = if at >= 64 { key.0[1] } else { key.0[0] };
-        let c = (x >> (at & 63)) & ((w >> 8) & 0xff_ffff);
+        let x = if w & 2 != 0 { key.0[1] } else { key.0[0] };
+        let c = (x >> ((w >> 2) & 63)) & ((w >> 8) & 0xff_ffff);
         self.words[(w >> 32) as usize + c as usize]
     }
 
@@ -848,7 +850,7 @@ impl Forest {
                 );
                 continue;
             }
-            let (at, mask, first) = ((w >> 1) & 127, (w >> 8) & 0xff_ffff, (w >> 32) as usize);
+            let (at, mask, first) = ((w >> 2) & 63, (w >> 8) & 0xff_ffff, (w >> 32) as usize);
             assert!(
                 (at & 63) + u64::from(64 - mask.leading_zeros()) <= 64,
                 "a cut's bits within its key word"
@@ -927,10 +929,9 @@ impl Forest {
             if root & 1 != 0 {
                 return i64c(b, root);
             }
-            let at = (root >> 1) & 127;
             let x = b
                 .ins()
-                .ushr_imm_u(key[(at >> 6) as usize], (at & 63) as i64);
+                .ushr_imm_u(key[((root >> 1) & 1) as usize], ((root >> 2) & 63) as i64);
             let c = b.ins().band_imm_u(x, ((root >> 8) & 0xff_ffff) as i64);
             let i = b.ins().iadd_imm_u(c, (root >> 32) as i64);
             let o = b.ins().ishl_imm_u(i, 3);
@@ -982,12 +983,10 @@ impl Forest {
             let bit = b.ins().band_imm_u(w, 1);
             b.ins().brif(bit, leaf, &[], step, &[]);
             b.switch_to_block(step);
-            let at = b.ins().ushr_imm_u(w, 1);
-            let at = b.ins().band_imm_u(at, 127);
-            let hi = b
-                .ins()
-                .icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, at, 64);
+            // (the shift's amount is taken modulo 64: bits 2-7 of the word)
+            let hi = b.ins().band_imm_u(w, 2);
             let kx = b.ins().select(hi, key[1], key[0]);
+            let at = b.ins().ushr_imm_u(w, 2);
             let x = b.ins().ushr(kx, at);
             let m = b.ins().ushr_imm_u(w, 8);
             let m = b.ins().band_imm_u(m, 0xff_ffff);
