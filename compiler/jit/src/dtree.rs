@@ -432,10 +432,9 @@ impl Separation {
     fn dims(self, key: u8) -> [bool; 5] {
         let dport = key & 4 == 0;
         if key == self.everywhere() {
-            // rules wide in every address (and port) dimension can still be told apart by
-            // protocol and source port, and by destination port where the separation did
-            // not look at it (the space budget bounds any copying)
-            [false, false, true, true, dport]
+            // rules wide in both addresses and the destination port can still be told
+            // apart by protocol and source port (the space budget bounds any copying)
+            [false, false, true, true, false]
         } else {
             [key & 1 == 0, key & 2 == 0, false, false, dport]
         }
@@ -852,7 +851,7 @@ impl Forest {
             }
             let (at, mask, first) = ((w >> 2) & 63, (w >> 8) & 0xff_ffff, (w >> 32) as usize);
             assert!(
-                (at & 63) + u64::from(64 - mask.leading_zeros()) <= 64,
+                at + u64::from(64 - mask.leading_zeros()) <= 64,
                 "a cut's bits within its key word"
             );
             assert!(
