@@ -576,9 +576,9 @@ impl Forest {
     /// fw1_10k 23 / 24, ipc1_10k 49 / 43; classifications in place: acl 52 -> 49 ns,
     /// acl1_10k 56 -> 52, fw1_10k 47 either way; generated fw (split by the addresses) 53
     /// -> 50.5. The estimate (its memory weight a quarter of what it was: at a whole weight
-    /// it kept 6 bits for acl1_10k and ipc1_10k, at half for generated fw) picks 8 bits at
-    /// 10K for generated acl and fw, acl1_10k and ipc1_10k, 6 for generated ipc and
-    /// fw1_10k; 8 at 1K, and 6 for fw and ipc at 100K (their forests 9 and 8 MiB).
+    /// it kept 6 bits for acl1_10k and ipc1_10k, at half for generated fw). With roots of up
+    /// to 12 bits ([`root_bits`]) it picks 8 bits for every generated set at 1K, for
+    /// generated acl and fw and ipc1_10k at 10K and for fw at 100K; 6 for the others.
     ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
     pub fn from_boxes(boxes: &[RuleBox]) -> Forest {
