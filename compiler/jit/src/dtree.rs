@@ -36,7 +36,7 @@ const BINTH: usize = 8;
 /// children, 2^8 = 256)
 pub const CUT_BITS: [u8; 2] = [6, 8];
 /// most bits a tree's root may cut (4,096 children), for a tree of enough rules
-/// ([`root_bits`])
+/// (`root_bits`)
 pub const ROOT_BITS: u8 = 12;
 
 /// Most bits the root of a tree of `n` rules may cut, where the tree's other cuts take
@@ -227,7 +227,7 @@ pub struct Tree {
     budget: usize,
     /// most bits one cut takes
     max_k: u8,
-    /// most bits the root's cut takes ([`root_bits`])
+    /// most bits the root's cut takes (`root_bits`)
     root_k: u8,
 }
 
@@ -577,7 +577,7 @@ impl Forest {
     /// acl1_10k 56 -> 52, fw1_10k 47 either way; generated fw (split by the addresses) 53
     /// -> 50.5. The estimate (its memory weight a quarter of what it was: at a whole weight
     /// it kept 6 bits for acl1_10k and ipc1_10k, at half for generated fw). With roots of up
-    /// to 12 bits ([`root_bits`]) it picks 8 bits for every generated set at 1K, for
+    /// to 12 bits (`root_bits`) it picks 8 bits for every generated set at 1K, for
     /// generated acl and fw and ipc1_10k at 10K and for fw at 100K; 6 for the others.
     ///
     /// Panics when there are more than [`MAX_RUN`] boxes (`find_runs` caps runs there).
