@@ -1365,9 +1365,7 @@ impl Gen<'_> {
                     // the driver bumps the rule's counters (`run_base`: after a prefetch,
                     // one classification later)
                     self.store32(b, ctx, off!(deferred), id);
-                    self.dyn_rule = Some(id);
-                    self.store_rule(b, ctx, first_id);
-                    self.dyn_rule = None;
+                    self.store32(b, ctx, off!(rule), id);
                     let mask = b.ins().iconst(types::I64, drops as i64);
                     let c64 = b.ins().uextend(types::I64, class);
                     let bit = b.ins().ushr(mask, c64);
