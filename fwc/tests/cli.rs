@@ -363,8 +363,12 @@ fn build_optimizes_and_emits_clif() {
     let o = fwc(&["build", "--emit", "clif", "examples/language.fw"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let clif = text(&o.stdout);
+    // the parser and each path's entry take the context, the packet and its length; a
+    // chain, the context
     assert!(
-        clif.contains("; parse") && clif.contains("function u0:1(i64) -> i32"),
+        clif.contains("; parse\nfunction u0:0(i64, i64, i32) -> i32")
+            && clif.contains("; entry of the forward path\nfunction u0:2(i64, i64, i32) -> i32")
+            && clif.contains("function u0:4(i64) -> i32"),
         "{clif}"
     );
     assert!(clif.contains("uload8"), "the parser reads bytes");

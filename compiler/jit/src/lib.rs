@@ -47,6 +47,8 @@ pub mod verdict {
     pub const ERROR: u32 = 5;
     /// from a piece of a long chain: leave the chain (`return`, or a `goto` that came back)
     pub const LEAVE: u32 = 6;
+    /// from a path's passive entry: the packet is not IPv4 (no chain ran)
+    pub const NOT_IPV4: u32 = 7;
 }
 
 /// Chains longer than this (counting a decision-tree run as one rule per 16) are compiled as
@@ -63,8 +65,6 @@ pub const NO_RULE: u32 = u32::MAX;
 pub struct Ctx {
     pub data: *const u8,
     pub len: u32,
-    /// 1 when the packet is valid IPv4
-    pub l3_ok: u32,
     pub proto: u32,
     pub saddr: u32,
     pub daddr: u32,
@@ -91,6 +91,9 @@ pub struct Ctx {
     /// per-rule counters, indexed by rule id: (packets, bytes) side by side, one cache line
     /// touched per bump
     pub counters: *mut [u64; 2],
+    /// per-chain (packets, bytes) decided by the chain's policy, indexed by chain id (a
+    /// path's passive entry counts them)
+    pub policy_counts: *mut (u64, u64),
     /// the callbacks' environment (an `Env`), valid during one classification; null when
     /// the program has no callback (`JitProgram::callbacks`), whose code then never reads it
     pub env: *mut std::ffi::c_void,
@@ -359,12 +362,15 @@ impl Default for JitOutcome {
 
 type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
 
+/// The parser: the context, the packet and its length in; 1 when the packet is IPv4.
+type ParseFn = unsafe extern "C" fn(*mut Ctx, *const u8, u32) -> u32;
+
 /// A compiled program, ready to classify packets.
 pub struct JitProgram {
     program: Program,
     // the module owns the code; it is freed when the program is dropped
     _module: ModuleGuard,
-    parse: ChainFn,
+    parse: ParseFn,
     chains: Vec<ChainFn>,
     patterns: Vec<IfName>,
     /// sorted interval arrays and decision trees the code points into (must not move)
@@ -389,7 +395,8 @@ pub struct JitProgram {
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
     /// per path (by `path_index`), the base chains passive hooks run
-    plans: [Vec<PassiveStep>; 3],
+    /// per path ([`path_index`]), the passive entry: parser and base chains in one call
+    entries: [ParseFn; 3],
     /// how many rules the decision trees cover
     pub tree_rules: usize,
     /// machine code size in bytes
@@ -1156,8 +1163,6 @@ impl Gen<'_> {
     /// Counts the packet for rule `id` (or, in a shared action block, for the rule whose id
     /// the block loaded).
     fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
-        let len = self.load32(b, ctx, off!(len));
-        let len64 = b.ins().uextend(types::I64, len);
         let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
         // (packets, bytes) of one rule: 16 bytes at `id * 16`
         let (base, o) = match self.dyn_rule {
@@ -1168,6 +1173,13 @@ impl Gen<'_> {
             }
             None => (counters, (id as i32) * 16),
         };
+        self.bump_at(b, ctx, base, o);
+    }
+
+    /// Adds one packet of the context's length to the (packets, bytes) pair at `base + o`.
+    fn bump_at(&self, b: &mut FunctionBuilder, ctx: Value, base: Value, o: i32) {
+        let len = self.load32(b, ctx, off!(len));
+        let len64 = b.ins().uextend(types::I64, len);
         for (o, add) in [(o, None), (o + 8, Some(len64))] {
             let cur = b.ins().load(types::I64, trusted(), base, o);
             let new = match add {
@@ -1439,27 +1451,37 @@ impl Gen<'_> {
         b.seal_all_blocks();
     }
 
-    /// The packet parser: every load is preceded by a length check.
+    /// The packet parser (`fn(ctx, data, len) -> 1 when IPv4, else 0`).
     fn parse(&self, b: &mut FunctionBuilder) {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let ctx = b.block_params(entry)[0];
-        let fail = b.create_block();
-        let zero = b.ins().iconst(types::I32, 0);
-        for f in [
-            off!(l3_ok),
-            off!(l4),
-            off!(sport),
-            off!(dport),
-            off!(icmp_type),
-            off!(icmp_code),
-            off!(tcp_flags),
-        ] {
-            self.store32(b, ctx, f, zero);
-        }
-        let data = b.ins().load(self.ptr, trusted(), ctx, off!(data));
-        let len = self.load32(b, ctx, off!(len));
+        let [ctx, data, len] = b.block_params(entry)[..] else {
+            unreachable!("parse takes the context, the packet and its length")
+        };
+        let (ok, fail) = (b.create_block(), b.create_block());
+        self.parse_body(b, [ctx, data, len], ok, fail);
+        b.switch_to_block(ok);
+        let one = b.ins().iconst(types::I32, 1);
+        b.ins().return_(&[one]);
+        b.switch_to_block(fail);
+        let z = b.ins().iconst(types::I32, 0);
+        b.ins().return_(&[z]);
+        b.seal_all_blocks();
+    }
+
+    /// Reads the packet (`data`, `len` bytes) into the context's header fields, each load
+    /// preceded by a length check; goes on at `done` when it is IPv4 (whatever its
+    /// transport header), at `fail` when not. The fields a packet may not have (ports,
+    /// ICMP type and code, TCP flags, `l4`) are left alone then: the context comes with
+    /// them zero ([`Ctx::new`]).
+    fn parse_body(
+        &self,
+        b: &mut FunctionBuilder,
+        [ctx, data, len]: [Value; 3],
+        done: ir::Block,
+        fail: ir::Block,
+    ) {
         let raw = MemFlagsData::new().with_notrap();
         let byte =
             |b: &mut FunctionBuilder, base: Value, o: i32| b.ins().uload8(types::I32, raw, base, o);
@@ -1524,12 +1546,10 @@ impl Gen<'_> {
         let d = be32(b, data, 16);
         self.store32(b, ctx, off!(daddr), d);
         let one = b.ins().iconst(types::I32, 1);
-        self.store32(b, ctx, off!(l3_ok), one);
         // the transport header: not in a non-first fragment
         let frag = be16(b, data, 6);
         let frag_off = b.ins().band_imm_u(frag, 0x1fff);
         let first = icmp_u(b, IntCC::Equal, frag_off, 0);
-        let done = b.create_block();
         check_to(b, first, done);
         let l4len = b.ins().isub(total, ihl);
         let ihl64 = b.ins().uextend(self.ptr, ihl);
@@ -1596,11 +1616,98 @@ impl Gen<'_> {
         self.store32(b, ctx, off!(icmp_code), c);
         self.store32(b, ctx, off!(l4), one);
         b.ins().jump(done, &[]);
-        b.switch_to_block(done);
-        b.ins().return_(&[zero]);
+    }
+
+    /// A path's passive entry (`fn(ctx, data, len) -> verdict code`): the parser inline,
+    /// then the path's base chains in `steps` order, as `run_base` runs them (the nat
+    /// chains for a connection's first packet only, `ct state` hidden from the raw
+    /// table's, `Ctx::rule` cleared before each, policy decisions counted in
+    /// `Ctx::policy_counts`), stopping at the first verdict other than `accept`.
+    /// [`verdict::NOT_IPV4`] when the packet is not IPv4. A rule the last chain run left in
+    /// `Ctx::deferred` stays there for the driver; one an earlier chain left is counted
+    /// at once.
+    fn passive_entry(&mut self, b: &mut FunctionBuilder, steps: &[PassiveStep]) {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let [ctx, data, len] = b.block_params(entry)[..] else {
+            unreachable!("an entry takes the context, the packet and its length")
+        };
+        let (ok, fail) = (b.create_block(), b.create_block());
+        self.parse_body(b, [ctx, data, len], ok, fail);
         b.switch_to_block(fail);
-        let z = b.ins().iconst(types::I32, 0);
-        b.ins().return_(&[z]);
+        let not_ip = c32(b, verdict::NOT_IPV4);
+        b.ins().return_(&[not_ip]);
+        b.switch_to_block(ok);
+        for (k, s) in steps.iter().enumerate() {
+            let next = b.create_block();
+            if s.nat {
+                let run = b.create_block();
+                let ct = self.load32(b, ctx, off!(ct));
+                let first = b.ins().band_imm_u(ct, i64::from(ct::NEW | ct::RELATED));
+                b.ins().brif(first, run, &[], next, &[]);
+                b.switch_to_block(run);
+            }
+            let none = c32(b, NO_RULE);
+            self.store32(b, ctx, off!(rule), none);
+            let untracked = u32::from(ct::UNTRACKED);
+            let saved = s.raw.then(|| {
+                // before conntrack there is no connection: invalid, or untracked once
+                // `notrack` ran
+                let ct = self.load32(b, ctx, off!(ct));
+                let is = icmp_u(b, IntCC::Equal, ct, untracked);
+                let invalid = c32(b, u32::from(ct::INVALID));
+                let v = b.ins().select(is, ct, invalid);
+                self.store32(b, ctx, off!(ct), v);
+                ct
+            });
+            let callee = self.chain_ref(b, ChainId(s.chain));
+            let call = b.ins().call(callee, &[ctx]);
+            let r = b.inst_results(call)[0];
+            if let Some(saved) = saved {
+                let ct = self.load32(b, ctx, off!(ct));
+                let is = icmp_u(b, IntCC::Equal, ct, untracked);
+                let v = b.ins().select(is, ct, saved);
+                self.store32(b, ctx, off!(ct), v);
+            }
+            // no rule decided: the chain's policy did
+            let rule = self.load32(b, ctx, off!(rule));
+            let by_policy = icmp_u(b, IntCC::Equal, rule, NO_RULE);
+            let accepted = icmp_u(b, IntCC::Equal, r, verdict::ACCEPT);
+            let dropped = icmp_u(b, IntCC::Equal, r, verdict::DROP);
+            let fate = b.ins().bor(accepted, dropped);
+            let count = b.ins().band(by_policy, fate);
+            let (policy, after) = (b.create_block(), b.create_block());
+            b.ins().brif(count, policy, &[], after, &[]);
+            b.switch_to_block(policy);
+            let base = b.ins().load(self.ptr, trusted(), ctx, off!(policy_counts));
+            self.bump_at(b, ctx, base, (s.chain as i32) * 16);
+            b.ins().jump(after, &[]);
+            b.switch_to_block(after);
+            let (go_on, leave) = (b.create_block(), b.create_block());
+            b.ins().brif(accepted, go_on, &[], leave, &[]);
+            b.switch_to_block(leave);
+            b.ins().return_(&[r]);
+            b.switch_to_block(go_on);
+            if k + 1 < steps.len() {
+                // only the last chain's deferred bump is left to the driver
+                let d = self.load32(b, ctx, off!(deferred));
+                let some = icmp_u(b, IntCC::NotEqual, d, NO_RULE);
+                let bump = b.create_block();
+                b.ins().brif(some, bump, &[], next, &[]);
+                b.switch_to_block(bump);
+                let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
+                let d64 = b.ins().uextend(self.ptr, d);
+                let o = b.ins().ishl_imm_u(d64, 4);
+                let at = b.ins().iadd(counters, o);
+                self.bump_at(b, ctx, at, 0);
+                self.store32(b, ctx, off!(deferred), none);
+            }
+            b.ins().jump(next, &[]);
+            b.switch_to_block(next);
+        }
+        let accept = c32(b, verdict::ACCEPT);
+        b.ins().return_(&[accept]);
         b.seal_all_blocks();
     }
 }
@@ -1806,9 +1913,21 @@ impl JitProgram {
         sig.params.push(AbiParam::new(ptr));
         sig.returns.push(AbiParam::new(types::I32));
         let codegen = |e: cranelift_module::ModuleError| JitError::Codegen(e.to_string());
+        let mut parse_sig = sig.clone();
+        parse_sig.params.push(AbiParam::new(ptr));
+        parse_sig.params.push(AbiParam::new(types::I32));
         let parse_id = module
-            .declare_function("parse", Linkage::Local, &sig)
+            .declare_function("parse", Linkage::Local, &parse_sig)
             .map_err(codegen)?;
+        let plans = passive_plans(program);
+        let entry_ids: Vec<FuncId> = ["input", "forward", "output"]
+            .iter()
+            .map(|p| {
+                module
+                    .declare_function(&format!("entry_{p}"), Linkage::Local, &parse_sig)
+                    .map_err(codegen)
+            })
+            .collect::<Result<_, _>>()?;
         let chain_ids: Vec<FuncId> = (0..program.chains.len())
             .map(|i| {
                 module
@@ -1891,11 +2010,18 @@ impl JitProgram {
         // what each function is: the parser, a whole chain, a long chain's main, or a piece
         enum Job {
             Parse,
+            Entry(usize),
             Chain(usize),
             Main(usize),
             Piece(usize, std::ops::Range<usize>),
         }
         let mut jobs: Vec<(FuncId, Job)> = vec![(parse_id, Job::Parse)];
+        jobs.extend(
+            entry_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (*id, Job::Entry(i))),
+        );
         for (i, id) in chain_ids.iter().enumerate() {
             if pieces[i].is_empty() {
                 jobs.push((*id, Job::Chain(i)));
@@ -1907,12 +2033,16 @@ impl JitProgram {
             }
         }
         for (id, job) in jobs {
-            cctx.func.signature = sig.clone();
+            cctx.func.signature = match job {
+                Job::Parse | Job::Entry(_) => parse_sig.clone(),
+                _ => sig.clone(),
+            };
             cctx.func.name = UserFuncName::user(0, id.as_u32());
             {
                 let mut b = FunctionBuilder::new(&mut cctx.func, &mut fctx);
                 match &job {
                     Job::Parse => gen.parse(&mut b),
+                    Job::Entry(i) => gen.passive_entry(&mut b, &plans[*i]),
                     Job::Chain(i) => gen.chain(&mut b, *i, None),
                     Job::Main(i) => gen.chain_main(&mut b, *i),
                     Job::Piece(i, r) => gen.chain(&mut b, *i, Some(r.clone())),
@@ -1922,6 +2052,9 @@ impl JitProgram {
             if let Some(c) = clif.as_mut() {
                 let name = match &job {
                     Job::Parse => "parse".to_string(),
+                    Job::Entry(i) => {
+                        format!("entry of the {} path", ["input", "forward", "output"][*i])
+                    }
                     Job::Chain(i) | Job::Main(i) => {
                         format!("chain c{i} ({})", program.chains[*i].display_name())
                     }
@@ -1942,7 +2075,7 @@ impl JitProgram {
         module.finalize_definitions().map_err(codegen)?;
         // SAFETY: each id was defined above with the signature `fn(*mut Ctx) -> u32` in the
         // C calling convention of the host, and the module is kept alive as long as `self`.
-        let parse: ChainFn =
+        let parse: ParseFn =
             unsafe { std::mem::transmute(module.get_finalized_function(parse_id)) };
         let chains: Vec<ChainFn> = chain_ids
             .iter()
@@ -1953,7 +2086,10 @@ impl JitProgram {
             .collect();
         let n = program.rule_count();
         let ops = hook_ops(program, &[]);
-        let plans = passive_plans(program, &chains);
+        // SAFETY: as above, with the signature `fn(*mut Ctx, *const u8, u32) -> u32`.
+        let entries: [ParseFn; 3] = std::array::from_fn(|i| unsafe {
+            std::mem::transmute::<*const u8, ParseFn>(module.get_finalized_function(entry_ids[i]))
+        });
         Ok(JitProgram {
             program: program.clone(),
             _module: module,
@@ -1972,7 +2108,7 @@ impl JitProgram {
             clif,
             registered: Vec::new(),
             ops,
-            plans,
+            entries,
             tree_rules,
             pending: (NO_RULE, 0),
             code_size,
@@ -2152,11 +2288,12 @@ impl JitProgram {
             oracle,
             hooks,
         );
-        let mut ctx = Ctx::new(bytes, meta, (iif_bits, oif_bits), counters, env.as_ptr());
+        // (the general loop counts policy decisions itself: it runs no passive entry)
+        let counts = (counters, std::ptr::null_mut());
+        let mut ctx = Ctx::new(bytes, meta, (iif_bits, oif_bits), counts, env.as_ptr());
         // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
         // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
-        unsafe { (self.parse)(&mut ctx) };
-        if ctx.l3_ok == 0 {
+        if unsafe { (self.parse)(&mut ctx, bytes.as_ptr(), ctx.len) } == 0 {
             not_ipv4(out, path);
             return Ok(());
         }
@@ -2323,8 +2460,10 @@ impl JitProgram {
     /// The hooks' steps when the hooks are passive ([`Hooks::passive`]): only the base chains
     /// run. Conntrack, the NAT points, routing and registered functions change nothing, and a
     /// queued packet leaves the classification (no handler gives it back), so they are
-    /// skipped; what remains is the general loop's answer without its header copies. The
-    /// path's chains come as one flat plan ([`passive_plans`]). `CALLBACKS`: the program
+    /// skipped; what remains is the general loop's answer without its header copies. One
+    /// call does it: the path's passive entry ([`Gen::passive_entry`]) parses the packet
+    /// and runs the path's base chains from a flat plan ([`passive_plans`]); the driver
+    /// settles the deferred counter bump and writes the outcome. `CALLBACKS`: the program
     /// may call back ([`JitProgram::callbacks`]); without, no [`Env`] is built and
     /// `Ctx::env` is null (measured: 2.5 ns of the 19 a 1-rule program takes per packet).
     #[inline(always)]
@@ -2353,47 +2492,35 @@ impl JitProgram {
             )
         });
         let env_ptr = env.as_ref().map_or(std::ptr::null_mut(), Env::as_ptr);
-        let mut ctx = Ctx::new(bytes, meta, bits, counters, env_ptr);
+        let counts = (counters, self.policy_counts.as_mut_ptr());
+        let mut ctx = Ctx::new(bytes, meta, bits, counts, env_ptr);
         let ctx = &mut ctx;
-        // SAFETY: as in `run`
-        unsafe { (self.parse)(ctx) };
-        if ctx.l3_ok == 0 {
+        // SAFETY: the path's passive entry, generated code of signature `fn(*mut Ctx, *const
+        // u8, u32) -> u32`: it reads at most `len` bytes from `data`, which are `bytes`;
+        // the chains it calls read the ctx, the counters (sized for every rule id) and the
+        // interface bit sets (sized for every pattern); it adds to `ctx.policy_counts`
+        // (`self.policy_counts`, one pair per chain) at the index of a base chain. None of
+        // these is borrowed: the pointers were taken just above. `ctx.env` points to `env`
+        // (set above), alive for the whole call, and no borrow of its cells is held across
+        // the call; or, without callbacks in the program, it is null and never read.
+        let r = unsafe { (self.entries[path_index(path)])(ctx, bytes.as_ptr(), ctx.len) };
+        if r == verdict::NOT_IPV4 {
             not_ipv4(out, path);
             return Ok(());
         }
-        let plan = &self.plans[path_index(path)];
-        let policy_counts = &mut self.policy_counts;
-        let mut last = NO_RULE;
-        let fate = 'steps: {
-            for s in plan {
-                // the nat chain sees a connection's first packet only
-                if s.nat && !first_packet(ctx) {
-                    continue;
-                }
-                let policy = &mut policy_counts[s.chain as usize];
-                // SAFETY: as `run_base` requires: `ctx.env` points to `env` (set above),
-                // alive for the whole call, and no borrow of its cells is held across the
-                // call; or, without callbacks in the program, it is null and never read.
-                // `ctx.counters` is `self.counts`, which nothing borrows.
-                let r = unsafe { run_base(s.raw, s.f, ctx, policy, &mut self.pending) };
-                last = ctx.rule;
-                match chain_end(r, ctx, &self.cells.error)? {
-                    ChainEnd::Next => {}
-                    ChainEnd::Hook(HookVerdict::Queue { num, bypass }) => {
-                        break 'steps Fate::Queue { num, bypass };
-                    }
-                    ChainEnd::Hook(_) => break 'steps Fate::Drop,
-                    ChainEnd::Reject(kind) => break 'steps Fate::Reject(kind),
-                }
-            }
-            ctx.rule = last;
-            Fate::Accept
+        // SAFETY: `ctx.counters` is `self.counts`, which nothing borrows, and
+        // `self.pending` holds no rule or one of this program
+        unsafe { settle_deferred(ctx, &mut self.pending) };
+        out.fate = match chain_end(r, ctx, &self.cells.error)? {
+            ChainEnd::Next => Fate::Accept,
+            ChainEnd::Hook(HookVerdict::Queue { num, bypass }) => Fate::Queue { num, bypass },
+            ChainEnd::Hook(_) => Fate::Drop,
+            ChainEnd::Reject(kind) => Fate::Reject(kind),
         };
-        out.fate = fate;
         finish(
             out,
             ctx,
-            &mut self.cells.logs.borrow_mut(),
+            self.cells.logs.get_mut(),
             path,
             &meta.iif,
             &meta.oif,
@@ -2463,13 +2590,12 @@ impl Ctx {
         bytes: &[u8],
         meta: &Meta,
         (iif_bits, oif_bits): (&[u64], &[u64]),
-        counters: *mut [u64; 2],
+        (counters, policy_counts): (*mut [u64; 2], *mut (u64, u64)),
         env: *mut std::ffi::c_void,
     ) -> Ctx {
         Ctx {
             data: bytes.as_ptr(),
             len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            l3_ok: 0,
             proto: 0,
             saddr: 0,
             daddr: 0,
@@ -2488,6 +2614,7 @@ impl Ctx {
             iif_bits: iif_bits.as_ptr(),
             oif_bits: oif_bits.as_ptr(),
             counters,
+            policy_counts,
             env,
         }
     }
@@ -2524,7 +2651,6 @@ fn path_index(path: PathKind) -> usize {
 /// A base chain as passive hooks run it.
 #[derive(Clone, Copy)]
 struct PassiveStep {
-    f: ChainFn,
     chain: u32,
     /// the nat table's chain (a connection's first packet only)
     nat: bool,
@@ -2532,9 +2658,9 @@ struct PassiveStep {
     raw: bool,
 }
 
-/// Per path, the base chains of its hooks in the order a packet meets them: what
-/// `run_passive` runs, without walking hooks and their entries on every packet.
-fn passive_plans(program: &Program, chains: &[ChainFn]) -> [Vec<PassiveStep>; 3] {
+/// Per path, the base chains of its hooks in the order a packet meets them: what the path's
+/// passive entry runs ([`Gen::passive_entry`]).
+fn passive_plans(program: &Program) -> [Vec<PassiveStep>; 3] {
     const PATHS: [PathKind; 3] = [PathKind::Input, PathKind::Forward, PathKind::Output];
     debug_assert!(PATHS.iter().enumerate().all(|(i, &p)| path_index(p) == i));
     PATHS.map(|path| {
@@ -2542,7 +2668,6 @@ fn passive_plans(program: &Program, chains: &[ChainFn]) -> [Vec<PassiveStep>; 3]
             .iter()
             .flat_map(|h| &program.hooks[h.index()])
             .map(|e| PassiveStep {
-                f: chains[e.chain.0 as usize],
                 chain: e.chain.0,
                 nat: e.table == Table::Nat,
                 raw: before_conntrack(e),
@@ -2601,23 +2726,8 @@ unsafe fn run_base(
     // counters (sized for every rule id) and the interface bit sets (sized for every
     // pattern), and calls back with `ctx.env`, live as the caller promises.
     let r = unsafe { f(ctx) };
-    if ctx.deferred != NO_RULE {
-        let counters = ctx.counters;
-        let (rule, len) = *pending;
-        if rule != NO_RULE {
-            // SAFETY: a rule id of this program, as the caller promises, into the counters,
-            // sized for every rule id and aliased by no reference (generated code, which
-            // also writes them, is not running)
-            let c = unsafe { &mut *counters.add(rule as usize) };
-            c[0] += 1;
-            c[1] += u64::from(len);
-        }
-        *pending = (ctx.deferred, ctx.len);
-        // (generated code leaves only rule ids of the program there; the prefetch reads
-        // nothing in any case)
-        prefetch(counters.wrapping_add(ctx.deferred as usize));
-        ctx.deferred = NO_RULE;
-    }
+    // SAFETY: as the caller promises
+    unsafe { settle_deferred(ctx, pending) };
     if let Some(b) = before_ct {
         if ctx.ct != u32::from(ct::UNTRACKED) {
             ctx.ct = b;
@@ -2629,6 +2739,34 @@ unsafe fn run_base(
         policy.1 += u64::from(ctx.len);
     }
     r
+}
+
+/// Takes the rule a chain left in `ctx.deferred` into `pending`, after making the bump
+/// `pending` held (see [`run_base`]).
+///
+/// # Safety
+/// `ctx.counters` points to the program's counters, sized for every rule id, which no
+/// reference aliases; `pending` holds ([`NO_RULE`], 0) or a rule id of this program.
+#[inline(always)]
+unsafe fn settle_deferred(ctx: &mut Ctx, pending: &mut (u32, u32)) {
+    if ctx.deferred == NO_RULE {
+        return;
+    }
+    let counters = ctx.counters;
+    let (rule, len) = *pending;
+    if rule != NO_RULE {
+        // SAFETY: a rule id of this program, as the caller promises, into the counters,
+        // sized for every rule id and aliased by no reference (generated code, which
+        // also writes them, is not running)
+        let c = unsafe { &mut *counters.add(rule as usize) };
+        c[0] += 1;
+        c[1] += u64::from(len);
+    }
+    *pending = (ctx.deferred, ctx.len);
+    // (generated code leaves only rule ids of the program there; the prefetch reads
+    // nothing in any case)
+    prefetch(counters.wrapping_add(ctx.deferred as usize));
+    ctx.deferred = NO_RULE;
 }
 
 /// Asks for the cache line at `p` ahead of a write (a hint: nothing is read, and no
@@ -2647,6 +2785,7 @@ fn prefetch<T>(p: *const T) {
 
 /// What a base chain's verdict code means for its hook; an error a callback left (or the
 /// one a chain can only end with for lack of an interface address).
+#[inline(always)]
 fn chain_end(
     r: u32,
     ctx: &Ctx,
