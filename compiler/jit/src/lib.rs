@@ -362,7 +362,8 @@ impl Default for JitOutcome {
 
 type ChainFn = unsafe extern "C" fn(*mut Ctx) -> u32;
 
-/// The parser: the context, the packet and its length in; 1 when the packet is IPv4.
+/// The parser and the paths' passive entries: the context, the packet and its length in;
+/// the parser answers 1 when the packet is IPv4 (else 0), an entry a verdict code.
 type ParseFn = unsafe extern "C" fn(*mut Ctx, *const u8, u32) -> u32;
 
 /// A compiled program, ready to classify packets.
@@ -394,7 +395,6 @@ pub struct JitProgram {
     /// functions registered at the hooks, and every hook's steps in order
     registered: Vec<HookFn>,
     ops: [Vec<HookOp>; 5],
-    /// per path (by `path_index`), the base chains passive hooks run
     /// per path ([`path_index`]), the passive entry: parser and base chains in one call
     entries: [ParseFn; 3],
     /// how many rules the decision trees cover
@@ -2073,8 +2073,9 @@ impl JitProgram {
         }
         let tree_rules = gen.tree_rules;
         module.finalize_definitions().map_err(codegen)?;
-        // SAFETY: each id was defined above with the signature `fn(*mut Ctx) -> u32` in the
-        // C calling convention of the host, and the module is kept alive as long as `self`.
+        // SAFETY: each id was defined above in the C calling convention of the host, the
+        // parser's with the signature `fn(*mut Ctx, *const u8, u32) -> u32`, each chain's
+        // with `fn(*mut Ctx) -> u32`, and the module is kept alive as long as `self`.
         let parse: ParseFn =
             unsafe { std::mem::transmute(module.get_finalized_function(parse_id)) };
         let chains: Vec<ChainFn> = chain_ids
@@ -2291,8 +2292,9 @@ impl JitProgram {
         // (the general loop counts policy decisions itself: it runs no passive entry)
         let counts = (counters, std::ptr::null_mut());
         let mut ctx = Ctx::new(bytes, meta, (iif_bits, oif_bits), counts, env.as_ptr());
-        // SAFETY: `parse` is generated code of signature `fn(*mut Ctx) -> u32`; it reads at
-        // most `ctx.len` bytes from `ctx.data`, which is `bytes`.
+        // SAFETY: `parse` is generated code of signature `fn(*mut Ctx, *const u8, u32) ->
+        // u32`; it reads at most `len` bytes from `data`, which are `bytes`, and writes the
+        // ctx's header fields.
         if unsafe { (self.parse)(&mut ctx, bytes.as_ptr(), ctx.len) } == 0 {
             not_ipv4(out, path);
             return Ok(());
