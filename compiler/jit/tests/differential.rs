@@ -713,3 +713,53 @@ proptest! {
         check_optimizer(seed, 150);
     }
 }
+
+#[test]
+fn headers_a_called_subchain_rewrites_reach_the_later_chains() {
+    // the passive entry keeps the parsed fields in variables for the chains it holds: after
+    // a call out (here to a subchain that is not inlined, and whose NAT rewrites the
+    // destination) they must be read again, or the filter chain sees the old address
+    let src = "
+        chain to-web() { tcp dport 80 dnat to 192.0.2.80; }
+        table nat { chain prerouting { ip daddr 198.51.100.1 jump to-web(); } }
+        table filter { chain forward policy drop {
+            ip daddr 192.0.2.80 tcp dport 80 accept;
+        } }";
+    let c = fwc_compiler::compile_source("n.fw", src, &MemFiles::default());
+    assert!(!c.has_errors(), "{:?}", c.diags);
+    let p = &c.checked.as_ref().unwrap().program;
+    let pkt = Packet {
+        proto: 6,
+        saddr: 0xcb00_7105,
+        daddr: 0xc633_6401,
+        sport: 40000,
+        dport: 80,
+        ct: ct::NEW,
+        l4: true,
+        ..Packet::default()
+    };
+    let raw = pkt.to_raw();
+    let meta = Meta {
+        ct: ct::NEW,
+        ..Meta::default()
+    };
+    let want =
+        interp::run_raw(p, PathKind::Forward, &raw, &meta, &mut interp::FreshOracle).unwrap();
+    assert_eq!(want.fate, interp::Fate::Accept, "the interpreter's answer");
+    for inline in [false, true] {
+        let mut jit = JitProgram::compile(
+            p,
+            Options {
+                inline,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let got = jit
+            .classify(PathKind::Forward, &raw, &meta, &mut interp::FreshOracle)
+            .unwrap();
+        assert_eq!(got.fate, want.fate, "inline {inline}");
+        assert_eq!(got.deciding_rule, want.deciding_rule, "inline {inline}");
+        assert_eq!(got.packet.daddr, 0xc000_0250, "inline {inline}");
+    }
+}
