@@ -1722,7 +1722,8 @@ impl Gen<'_> {
     /// `Ctx::policy_counts`), stopping at the first verdict other than `accept`.
     /// [`verdict::NOT_IPV4`] when the packet is not IPv4. A rule the last chain run left in
     /// `Ctx::deferred` stays there for the driver; one an earlier chain left is counted
-    /// at once.
+    /// at once. Chains marked `in_entry` are emitted here, reading the parsed fields from
+    /// variables ([`Gen::fields`]); the others are called.
     fn passive_entry(&mut self, b: &mut FunctionBuilder, steps: &[PassiveStep]) {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
