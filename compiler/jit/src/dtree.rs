@@ -397,7 +397,7 @@ impl LeafBox {
 const MERGE_SHARE: usize = 32;
 
 /// How a run's rules are split into trees (EffiCuts' separation): by the dimensions in
-/// which each rule is large ([`large`]), one tree per combination.
+/// which each rule is large (`large`), one tree per combination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Separation {
     /// by source address, destination address and destination port (up to 8 trees), each
