@@ -421,23 +421,21 @@ impl Separation {
             Separation::Addresses => addresses,
         }
     }
+}
 
-    /// The group of the rules large in every dimension the separations look at.
-    fn everywhere(self) -> u8 {
-        7
-    }
+/// The group of the rules large in every dimension the separations look at (both
+/// addresses and the destination port).
+const EVERYWHERE: u8 = 7;
 
-    /// The dimensions a group's tree may cut (in both separations: a group split off by
-    /// its large destination ports does not cut them, every other group may).
-    fn dims(self, key: u8) -> [bool; 5] {
-        let dport = key & 4 == 0;
-        if key == self.everywhere() {
-            // rules wide in both addresses and the destination port can still be told
-            // apart by protocol and source port (the space budget bounds any copying)
-            [false, false, true, true, false]
-        } else {
-            [key & 1 == 0, key & 2 == 0, false, false, dport]
-        }
+/// The dimensions a group's tree may cut, the same in both separations: a group split off
+/// by its large destination ports does not cut them, every other group may.
+fn group_dims(key: u8) -> [bool; 5] {
+    if key == EVERYWHERE {
+        // rules wide in both addresses and the destination port can still be told apart
+        // by protocol and source port (the space budget bounds any copying)
+        [false, false, true, true, false]
+    } else {
+        [key & 1 == 0, key & 2 == 0, false, false, key & 4 == 0]
     }
 }
 
@@ -445,11 +443,7 @@ impl Separation {
 /// that is large wherever it is and more — its tree cuts only where the small group's
 /// rules are small too — but never into the group large everywhere, whose tree cannot cut
 /// addresses (or destination ports).
-fn merge_small_groups(
-    groups: &mut std::collections::BTreeMap<u8, Vec<u32>>,
-    total: usize,
-    everywhere: u8,
-) {
+fn merge_small_groups(groups: &mut std::collections::BTreeMap<u8, Vec<u32>>, total: usize) {
     let mut keys: Vec<u8> = groups.keys().copied().collect();
     keys.sort_by_key(|k| groups[k].len());
     for key in keys {
@@ -459,7 +453,7 @@ fn merge_small_groups(
         }
         let target = groups
             .iter()
-            .filter(|(t, _)| **t != key && **t != everywhere && **t & key == key)
+            .filter(|(t, _)| **t != key && **t != EVERYWHERE && **t & key == key)
             .max_by_key(|(_, p)| p.len())
             .map(|(t, _)| *t);
         let Some(t) = target.filter(|t| groups[t].len() > n) else {
@@ -618,12 +612,12 @@ impl Forest {
         for (i, b) in boxes.iter().enumerate() {
             groups.entry(sep.key(b)).or_default().push(i as u32);
         }
-        merge_small_groups(&mut groups, boxes.len(), sep.everywhere());
+        merge_small_groups(&mut groups, boxes.len());
         let mut trees: Vec<(Tree, Vec<u32>)> = groups
             .into_iter()
             .map(|(key, pos)| {
                 let sub: Vec<RuleBox> = pos.iter().map(|&i| boxes[i as usize]).collect();
-                (Tree::with_cuts(sub, sep.dims(key), cut_bits), pos)
+                (Tree::with_cuts(sub, group_dims(key), cut_bits), pos)
             })
             .collect();
         trees.sort_by_key(|t| t.1[0]);

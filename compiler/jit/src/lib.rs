@@ -1231,17 +1231,23 @@ impl Gen<'_> {
     /// Counts the packet for rule `id` (or, in a shared action block, for the rule whose id
     /// the block loaded).
     fn bump_counters(&self, b: &mut FunctionBuilder, ctx: Value, id: u32) {
-        let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
-        // (packets, bytes) of one rule: 16 bytes at `id * 16`
-        let (base, o) = match self.dyn_rule {
-            Some(v) => {
-                let v64 = b.ins().uextend(self.ptr, v);
-                let off = b.ins().ishl_imm_u(v64, 4);
-                (b.ins().iadd(counters, off), 0)
+        match self.dyn_rule {
+            Some(v) => self.bump_rule(b, ctx, v),
+            None => {
+                // (packets, bytes) of one rule: 16 bytes at `id * 16`
+                let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
+                self.bump_at(b, ctx, counters, (id as i32) * 16);
             }
-            None => (counters, (id as i32) * 16),
-        };
-        self.bump_at(b, ctx, base, o);
+        }
+    }
+
+    /// Counts the packet for the rule whose id is the value `id`.
+    fn bump_rule(&self, b: &mut FunctionBuilder, ctx: Value, id: Value) {
+        let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
+        let id64 = b.ins().uextend(self.ptr, id);
+        let off = b.ins().ishl_imm_u(id64, 4);
+        let at = b.ins().iadd(counters, off);
+        self.bump_at(b, ctx, at, 0);
     }
 
     /// Adds one packet of the context's length to the (packets, bytes) pair at `base + o`.
@@ -1820,11 +1826,7 @@ impl Gen<'_> {
                 let bump = b.create_block();
                 b.ins().brif(some, bump, &[], next, &[]);
                 b.switch_to_block(bump);
-                let counters = b.ins().load(self.ptr, trusted(), ctx, off!(counters));
-                let d64 = b.ins().uextend(self.ptr, d);
-                let o = b.ins().ishl_imm_u(d64, 4);
-                let at = b.ins().iadd(counters, o);
-                self.bump_at(b, ctx, at, 0);
+                self.bump_rule(b, ctx, d);
                 self.store32(b, ctx, off!(deferred), none);
             }
             b.ins().jump(next, &[]);
