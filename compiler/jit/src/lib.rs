@@ -1421,18 +1421,16 @@ impl Gen<'_> {
                 let tcp_udp = b.ins().bor(tcp, udp);
                 let whole = icmp_u(b, IntCC::NotEqual, l4, 0);
                 let has_ports = b.ins().band(tcp_udp, whole);
-                let forest = match (&tree, built) {
-                    (Some(t), _) => t,
-                    (None, Some(k)) => &self.trees[k],
-                    (None, None) => unreachable!("a forest built or found"),
-                };
-                let hit =
-                    forest.emit_lookup(b, self.ptr, [saddr, daddr, proto, sport, dport], has_ports);
+                // (a forest is boxed: its words and boxes stay where they are when `trees`
+                // grows)
                 if let Some(tree) = tree {
                     self.forests.push((key, self.trees.len()));
                     self.trees.push(tree);
                     self.tree_rules += run.end - run.start;
                 }
+                let forest = &self.trees[built.unwrap_or(self.trees.len() - 1)];
+                let hit =
+                    forest.emit_lookup(b, self.ptr, [saddr, daddr, proto, sport, dport], has_ports);
                 let dispatch = b.create_block();
                 let (id, class) = if tagged {
                     // a miss (u32::MAX) goes on after the run
@@ -2047,7 +2045,7 @@ impl JitProgram {
             .declare_function("parse", Linkage::Local, &parse_sig)
             .map_err(codegen)?;
         let plans = passive_plans(program);
-        let entry_ids: Vec<FuncId> = ["input", "forward", "output"]
+        let entry_ids: Vec<FuncId> = PATH_NAMES
             .iter()
             .map(|p| {
                 module
@@ -2189,7 +2187,7 @@ impl JitProgram {
                 let name = match &job {
                     Job::Parse => "parse".to_string(),
                     Job::Entry(i) => {
-                        format!("entry of the {} path", ["input", "forward", "output"][*i])
+                        format!("entry of the {} path", PATH_NAMES[*i])
                     }
                     Job::Chain(i) | Job::Main(i) => {
                         format!("chain c{i} ({})", program.chains[*i].display_name())
@@ -2777,7 +2775,11 @@ fn before_conntrack(e: &HookEntry) -> bool {
     e.priority < fwc_compiler::ir::CONNTRACK_PRIORITY
 }
 
-/// Where a path's plan is in `JitProgram::plans`.
+/// The paths' names, by [`path_index`] (the passive entries' function names and headings).
+const PATH_NAMES: [&str; 3] = ["input", "forward", "output"];
+
+/// Where a path's passive entry is in `JitProgram::entries` (and its plan in
+/// [`passive_plans`]'s answer).
 fn path_index(path: PathKind) -> usize {
     match path {
         PathKind::Input => 0,
